@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs a command inside the project's virtual environment, creating or updating it first.
+#   ./run.sh mlp-mixer train    the main job on the embedded default dataset
+#   ./run.sh pytest             the whole test suite
+# The environment (.venv) is reused; it is reinstalled only when pyproject.toml changes.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+py=""
+for candidate in python3.11 python3 python; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+        "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+        py=$candidate
+        break
+    fi
+done
+if [ -z "$py" ]; then
+    echo "run.sh: Python 3.11 is required (tried python3.11, python3, python)" >&2
+    exit 1
+fi
+
+stamp=.venv/.installed
+want=$(cat pyproject.toml | "$py" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "run.sh: setting up .venv (first run installs PyTorch; this takes a few minutes)" >&2
+    [ -x .venv/bin/python ] || "$py" -m venv .venv
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -e '.[dev]'
+    echo "$want" > "$stamp"
+fi
+
+if [ $# -eq 0 ]; then
+    echo "usage: ./run.sh COMMAND [ARGS...]   e.g. ./run.sh mlp-mixer train, ./run.sh pytest" >&2
+    exit 2
+fi
+exec .venv/bin/"$1" "${@:2}"

@@ -1,0 +1,281 @@
+"""The MLP-Mixer model (Tolstikhin et al., 2021, arXiv 2105.01601), as the paper and the official code define it.
+
+Vocabulary: the public names are the seed's constructor arguments. In the paper's symbols,
+``dim`` = C (hidden width), ``token_dim`` = D_S (token-mixing MLP width), ``channel_dim`` = D_C
+(channel-mixing MLP width), ``depth`` = number of Mixer layers, and S = number of patches.
+
+Numerics follow the official JAX code (``vit_jax/models_mixer.py``): LayerNorm eps 1e-6, tanh-approximate
+GELU (flax's default), lecun-normal init with zero biases and a zero head. ``gelu="exact"`` gives timm's
+erf GELU instead; the two differ by ~1e-4 in the logits, so official checkpoints need ``"tanh"``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+LAYER_NORM_EPS = 1e-6  # flax nn.LayerNorm default, used by every official checkpoint
+GELU_FORMS = {"tanh": "tanh", "exact": "none"}  # our name -> torch's nn.GELU(approximate=...)
+
+
+def _pair(size: int | tuple[int, int], name: str) -> tuple[int, int]:
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"{name} must be positive, got {size}")
+    return int(h), int(w)
+
+
+class TokenLinear(nn.Linear):
+    """A Linear applied across tokens: ``(B, S, C) -> (B, out, C)`` as ``W @ x + b``.
+
+    Same parameters as ``nn.Linear(S, out)`` (checkpoints and summaries line up), but it multiplies the
+    untransposed activations, so token mixing needs no transpose and no copy.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (out, S) @ (B, S, C) -> (B, out, C)
+        return torch.matmul(self.weight, x) + self.bias[:, None]
+
+
+class FeedForward(nn.Module):
+    """The paper's MLP: Linear -> GELU -> Linear, with optional dropout (official: ``MlpBlock``)."""
+
+    def __init__(
+        self,
+        dim: int,
+        hidden_dim: int,
+        dropout: float = 0.0,
+        gelu: str = "tanh",
+        linear: type[nn.Linear] = nn.Linear,
+    ) -> None:
+        super().__init__()
+        self.fc1 = linear(dim, hidden_dim)  # official: Dense_0
+        self.act = nn.GELU(approximate=GELU_FORMS[gelu])
+        self.drop1 = nn.Dropout(dropout)
+        self.fc2 = linear(hidden_dim, dim)  # official: Dense_1
+        self.drop2 = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a residual branch per example with probability ``p`` during training.
+
+    Like big_vision, kept branches are not rescaled by 1/(1-p) (timm rescales); ``rescale=True`` gives timm's.
+    """
+
+    def __init__(self, p: float = 0.0, rescale: bool = False) -> None:
+        super().__init__()
+        self.p, self.rescale = p, rescale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.empty(x.shape[0], *([1] * (x.ndim - 1)), device=x.device, dtype=x.dtype)
+        keep.bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p) if self.rescale else x * keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, rescale={self.rescale}"
+
+
+class MixerBlock(nn.Module):
+    """One Mixer layer: token mixing across patches, then channel mixing within each patch."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_patch: int,
+        token_dim: int,
+        channel_dim: int,
+        dropout: float = 0.0,
+        drop_path: float = 0.0,
+        gelu: str = "tanh",
+        drop_path_rescale: bool = False,
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)  # official: LayerNorm_0
+        self.token_mixing = FeedForward(num_patch, token_dim, dropout, gelu, linear=TokenLinear)
+        self.norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)  # official: LayerNorm_1
+        self.channel_mixing = FeedForward(dim, channel_dim, dropout, gelu)
+        self.drop_path = DropPath(drop_path, drop_path_rescale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, S, C) -> (B, S, C)
+        # The paper's two equations. token_mixing acts on the S axis of (B, S, C) directly,
+        # which equals MLP(LN(x)^T)^T without materialising the transpose.
+        x = x + self.drop_path(self.token_mixing(self.norm1(x)))
+        x = x + self.drop_path(self.channel_mixing(self.norm2(x)))
+        return x
+
+
+class MLPMixer(nn.Module):
+    """MLP-Mixer: per-patch linear stem, ``depth`` Mixer layers, pre-head LayerNorm, mean pool, linear head.
+
+    Args:
+        in_channels: image channels (3 for RGB, 1 for grayscale).
+        dim: C, the width of every token.
+        num_classes: size of the head; 0 makes the model return the pooled features.
+        patch_size: P; the stem is a P x P convolution with stride P.
+        image_size: input size, an int or (height, width); each must be divisible by ``patch_size``.
+        depth: number of Mixer layers.
+        token_dim: D_S, hidden width of the token-mixing MLP.
+        channel_dim: D_C, hidden width of the channel-mixing MLP.
+        dropout: dropout inside both MLPs (the official Mixer has none).
+        drop_path: stochastic depth rate; block i drops with probability ``i / (depth - 1) * drop_path``.
+        gelu: ``"tanh"`` (official/flax, default) or ``"exact"`` (timm, ``nn.GELU()``).
+        drop_path_rescale: rescale kept branches by 1/(1-p) as timm does (big_vision does not).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        dim: int,
+        num_classes: int,
+        patch_size: int,
+        image_size: int | tuple[int, int],
+        depth: int,
+        token_dim: int,
+        channel_dim: int,
+        dropout: float = 0.0,
+        *,
+        drop_path: float = 0.0,
+        gelu: str = "tanh",
+        drop_path_rescale: bool = False,
+    ) -> None:
+        super().__init__()
+        for name, value in [
+            ("in_channels", in_channels),
+            ("dim", dim),
+            ("patch_size", patch_size),
+            ("depth", depth),
+            ("token_dim", token_dim),
+            ("channel_dim", channel_dim),
+        ]:
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+        if not 0.0 <= dropout < 1.0 or not 0.0 <= drop_path < 1.0:
+            raise ValueError(f"dropout and drop_path must be in [0, 1), got {dropout} and {drop_path}")
+        if gelu not in GELU_FORMS:
+            raise ValueError(f"gelu must be one of {sorted(GELU_FORMS)}, got {gelu!r}")
+        h, w = _pair(image_size, "image_size")
+        if h % patch_size or w % patch_size:
+            raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}")
+
+        self.in_channels, self.dim, self.num_classes = in_channels, dim, num_classes
+        self.patch_size, self.image_size, self.depth = patch_size, (h, w), depth
+        self.token_dim, self.channel_dim, self.gelu = token_dim, channel_dim, gelu
+        self.grid_size = (h // patch_size, w // patch_size)
+        self.num_patches = self.grid_size[0] * self.grid_size[1]  # S
+        self.grad_checkpointing = False
+
+        self.stem = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+        rates = [i / (depth - 1) * drop_path if depth > 1 else 0.0 for i in range(depth)]
+        self.blocks = nn.ModuleList(
+            MixerBlock(dim, self.num_patches, token_dim, channel_dim, dropout, rate, gelu, drop_path_rescale)
+            for rate in rates
+        )
+        self.pre_head_layer_norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
+        init_weights(self)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        expected = (self.in_channels, *self.image_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"expected input of shape (batch, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, in_channels, H, W) -> normalised tokens (B, S, C)."""
+        if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            self._check_input(x)
+        x = self.stem(x)  # (B, C, H/P, W/P)
+        x = x.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, h*w, C): row-major tokens, h outer
+        for block in self.blocks:
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return self.pre_head_layer_norm(x)
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | list[int] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Per-block features: the normalised final tokens and the tokens (B, S, C) after chosen blocks.
+
+        Args:
+            x: images (B, in_channels, H, W).
+            indices: block indices to return (negative counts from the end); an int n means the last n
+                blocks; None means every block.
+        """
+        if indices is None:
+            wanted = set(range(self.depth))
+        elif isinstance(indices, int):
+            wanted = set(range(self.depth - indices, self.depth))
+        else:
+            wanted = {i % self.depth for i in indices}
+        self._check_input(x)
+        x = self.stem(x).flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, S, C)
+        intermediates = []
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in wanted:
+                intermediates.append(x)
+        return self.pre_head_layer_norm(x), intermediates
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens (B, S, C) -> logits (B, num_classes), or pooled features (B, C) with ``pre_logits``."""
+        x = x.mean(dim=1)  # global average pool over tokens
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass: less activation memory, ~1/3 more compute."""
+        self.grad_checkpointing = enable
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head with a zero-initialised one, as the official fine-tuning code does."""
+        self.num_classes = num_classes
+        device = self.pre_head_layer_norm.weight.device
+        self.head = nn.Linear(self.dim, num_classes, device=device) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def config(self) -> dict:
+        """The constructor arguments that rebuild this architecture (stored with checkpoints)."""
+        return {
+            "in_channels": self.in_channels,
+            "dim": self.dim,
+            "num_classes": self.num_classes,
+            "patch_size": self.patch_size,
+            "image_size": list(self.image_size),
+            "depth": self.depth,
+            "token_dim": self.token_dim,
+            "channel_dim": self.channel_dim,
+            "gelu": self.gelu,
+        }
+
+
+def lecun_normal_(tensor: torch.Tensor) -> torch.Tensor:
+    """flax's ``lecun_normal``: truncated normal at +-2 std with variance 1/fan_in (fan_in excludes out dim)."""
+    fan_in = tensor[0].numel()  # Linear (out, in) -> in; Conv (out, in, k, k) -> in*k*k
+    std = math.sqrt(1.0 / fan_in) / 0.87962566103423978  # stddev of a unit normal truncated at +-2
+    return nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
+
+
+@torch.no_grad()
+def init_weights(model: MLPMixer) -> None:
+    """The official init: lecun-normal stem and Dense kernels, zero biases, zero head, unit LayerNorms."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)) and module.weight.device.type != "meta":
+            lecun_normal_(module.weight)
+            nn.init.zeros_(module.bias)
+    if isinstance(model.head, nn.Linear) and model.head.weight.device.type != "meta":
+        nn.init.zeros_(model.head.weight)
