@@ -1,0 +1,188 @@
+"""Change a trained Mixer's input resolution (``mlp-mixer resize``).
+
+Only the token-mixing MLP depends on the resolution: its input width is S, the number of patches. The stem,
+LayerNorms, channel mixing and head are copied unchanged. Two ways to build the new token MLPs:
+
+- ``"blockdiag"``, the paper's method (fine-tuning section of arXiv 2105.01601): for Kh x Kw times more
+  patches (Kh, Kw integers), ``token_dim`` grows to Kh*Kw*token_dim and both token-mixing Dense layers become
+  block-diagonal with copies of the original. Sub-grid (a, b) is the *contiguous* block of patches
+  ``[a*h:(a+1)*h, b*w:(b+1)*w]`` of the new (Kh*h, Kw*w) grid, so an image made of Kh x Kw tiles of the
+  original size is processed exactly as each tile on its own: the same tokens per tile, and (mean pooling)
+  the pooled features and logits of the big image are the mean over the tiles'.
+- ``"interpolate"``: keep ``token_dim`` and resample the token-mixing weights bilinearly over the (h, w)
+  patch grid (fc1's input axis and fc2's output axis), for any size. fc1 is scaled by S/S' so that the
+  sum over the new grid approximates the sum over the old one for an upsampled image.
+
+``"auto"`` picks blockdiag when the new grid is an integer multiple of the old one on both axes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .model import MLPMixer, _pair
+
+METHODS = ("auto", "blockdiag", "interpolate")
+
+
+def _new_grid(model: MLPMixer, image_size: int | tuple[int, int]) -> tuple[int, int]:
+    h, w = _pair(image_size, "image_size")
+    if h % model.patch_size or w % model.patch_size:
+        raise ValueError(f"image_size {image_size} is not divisible by the model's patch_size {model.patch_size}")
+    return h // model.patch_size, w // model.patch_size
+
+
+def _blockdiag_factors(old: tuple[int, int], new: tuple[int, int]) -> tuple[int, int] | None:
+    """(Kh, Kw) when the new grid is an integer multiple (>= 1) of the old one on both axes, else None."""
+    if all(n % o == 0 for o, n in zip(old, new, strict=True)):
+        return new[0] // old[0], new[1] // old[1]
+    return None
+
+
+def _blockdiag_token_mlp(
+    fc1_w: torch.Tensor,
+    fc1_b: torch.Tensor,
+    fc2_w: torch.Tensor,
+    fc2_b: torch.Tensor,
+    grid: tuple[int, int],
+    k: tuple[int, int],
+) -> tuple[torch.Tensor, ...]:
+    """Block-diagonal copies: hidden block g = a*Kw + b reads and writes only sub-grid (a, b)."""
+    (h, w), (kh, kw) = grid, k
+    token_dim = fc1_w.shape[0]
+    # fc1: (D_S, h*w) -> (Kh*Kw*D_S, Kh*h * Kw*w); viewed as (a, b, D_S, a', i, b', j), nonzero where a=a', b=b'
+    new_fc1 = fc1_w.new_zeros(kh, kw, token_dim, kh, h, kw, w)
+    new_fc2 = fc2_w.new_zeros(kh, h, kw, w, kh, kw, token_dim)  # (S', Kh*Kw*D_S)
+    w1 = fc1_w.reshape(token_dim, h, w)
+    w2 = fc2_w.reshape(h, w, token_dim)
+    for a in range(kh):
+        for b in range(kw):
+            new_fc1[a, b, :, a, :, b, :] = w1
+            new_fc2[a, :, b, :, a, b, :] = w2
+    new_b1 = fc1_b.repeat(kh * kw)  # hidden unit g*D_S + t has bias b1[t]
+    # fc2's bias is per output token: the token (a*h + i, b*w + j) gets b2[i*w + j]
+    new_b2 = fc2_b.reshape(1, h, 1, w).expand(kh, h, kw, w)
+    s_new = kh * h * kw * w
+    return new_fc1.reshape(kh * kw * token_dim, s_new), new_b1, new_fc2.reshape(s_new, -1), new_b2.reshape(s_new)
+
+
+def _resample(x: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resampling of (N, h*w) over the (h, w) grid -> (N, h'*w'); antialiased when shrinking."""
+    n = x.shape[0]
+    shrink = new_grid[0] < grid[0] or new_grid[1] < grid[1]
+    image = x.reshape(n, 1, *grid).float()  # (N, h*w) -> (N, 1, h, w): row-major tokens, h outer
+    out = F.interpolate(image, size=new_grid, mode="bilinear", align_corners=False, antialias=shrink)
+    return out.reshape(n, new_grid[0] * new_grid[1]).to(x.dtype)
+
+
+def _interpolated_token_mlp(
+    fc1_w: torch.Tensor,
+    fc1_b: torch.Tensor,
+    fc2_w: torch.Tensor,
+    fc2_b: torch.Tensor,
+    grid: tuple[int, int],
+    new_grid: tuple[int, int],
+) -> tuple[torch.Tensor, ...]:
+    scale = (grid[0] * grid[1]) / (new_grid[0] * new_grid[1])  # keep fc1's pre-activations' scale: sum over S'
+    new_fc1 = _resample(fc1_w, grid, new_grid) * scale  # (D_S, S) -> (D_S, S')
+    new_fc2 = _resample(fc2_w.t(), grid, new_grid).t()  # (S, D_S) -> (S', D_S)
+    new_b2 = _resample(fc2_b[None], grid, new_grid)[0]  # (S,) -> (S',)
+    return new_fc1, fc1_b.clone(), new_fc2.contiguous(), new_b2
+
+
+def resize_model(model: MLPMixer, image_size: int | tuple[int, int], method: str = "auto") -> MLPMixer:
+    """A new Mixer for ``image_size`` that reuses ``model``'s weights (``model`` is not modified).
+
+    Args:
+        model: a trained Mixer.
+        image_size: the new input size, an int or (height, width); divisible by ``model.patch_size``.
+        method: ``"blockdiag"`` (the paper's: exact on each sub-grid, needs an integer ratio of patch grids
+            per axis), ``"interpolate"`` (bilinear over the patch grid, any size) or ``"auto"`` (blockdiag
+            when the ratio allows it, else interpolate).
+
+    Returns:
+        The resized model, on the same device and dtype, in the same train/eval mode.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    grid, new_grid = model.grid_size, _new_grid(model, image_size)
+    factors = _blockdiag_factors(grid, new_grid)
+    if method == "auto":
+        method = "blockdiag" if factors is not None else "interpolate"
+    if method == "blockdiag" and factors is None:
+        raise ValueError(
+            f"blockdiag needs the new patch grid {new_grid} to be an integer multiple of the old grid {grid} "
+            "on each axis; use --method interpolate"
+        )
+    token_dim = model.token_dim * factors[0] * factors[1] if method == "blockdiag" else model.token_dim
+
+    config = {**model.config(), "image_size": tuple(new_grid[i] * model.patch_size for i in range(2))}
+    config["token_dim"] = token_dim
+    first, last = model.blocks[0], model.blocks[-1]
+    extra = dict(
+        dropout=first.token_mixing.drop1.p, drop_path=last.drop_path.p, drop_path_rescale=last.drop_path.rescale
+    )
+    with torch.device("meta"):  # weights come from the state dict below, so skip the random init
+        resized = MLPMixer(**config, **extra)
+
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    for i in range(model.depth):
+        prefix = f"blocks.{i}.token_mixing."
+        old = [state[prefix + name] for name in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")]
+        if method == "blockdiag":
+            new = _blockdiag_token_mlp(*old, grid, factors)
+        else:
+            new = _interpolated_token_mlp(*old, grid, new_grid)
+        for name, value in zip(("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"), new, strict=True):
+            state[prefix + name] = value.contiguous()
+    resized.load_state_dict(state, assign=True)
+    resized.grad_checkpointing = model.grad_checkpointing
+    return resized.train(model.training)
+
+
+def _parse_size(text: str) -> int | tuple[int, int]:
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--image-size must be N or HxW, got {text!r}") from None
+    if len(sizes) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"--image-size must be N or HxW, got {text!r}")
+    return sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
+
+
+def add_resize_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a training checkpoint (.pt) or a save_pretrained directory")
+    parser.add_argument("output", help="a save_pretrained directory, or a checkpoint file when it ends in .pt")
+    parser.add_argument("--image-size", type=_parse_size, required=True, help="new input size: N or HxW")
+    parser.add_argument("--method", choices=METHODS, default="auto", help="default auto: blockdiag when possible")
+
+
+def run_resize(args: argparse.Namespace) -> int:
+    from .weights import atomic_save, load_model, save_pretrained
+
+    loaded = load_model(args.checkpoint)
+    resized = resize_model(loaded.model, args.image_size, args.method)
+    preprocessing = dataclasses.replace(loaded.preprocessing, image_size=resized.image_size)
+    output = Path(args.output)
+    if output.suffix == ".pt":
+        checkpoint = {
+            "model": resized.state_dict(),
+            "model_config": resized.config(),
+            "classes": loaded.classes,
+            "preprocessing": preprocessing.to_dict(),
+        }
+        atomic_save(checkpoint, output)
+    else:
+        save_pretrained(resized, output, loaded.classes, preprocessing)
+    old, new = loaded.model, resized
+    print(
+        f"resized {args.checkpoint}: image {old.image_size} -> {new.image_size}, patches {old.num_patches} -> "
+        f"{new.num_patches}, token_dim {old.token_dim} -> {new.token_dim}; written to {output}"
+    )
+    return 0
