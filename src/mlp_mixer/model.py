@@ -203,7 +203,11 @@ class MLPMixer(nn.Module):
         return self.pre_head_layer_norm(x)
 
     def forward_intermediates(
-        self, x: torch.Tensor, indices: int | list[int] | None = None
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Per-block features: the normalised final tokens and the tokens (B, S, C) after chosen blocks.
 
@@ -211,20 +215,25 @@ class MLPMixer(nn.Module):
             x: images (B, in_channels, H, W).
             indices: block indices to return (negative counts from the end); an int n means the last n
                 blocks; None means every block.
+            norm: pass each returned block's tokens through the pre-head LayerNorm (timm's ``norm=``).
+            stop_early: skip the blocks after the last one asked for (timm's ``stop_early=``); the final
+                tokens are then those of that block, normalised.
         """
         if indices is None:
-            wanted = set(range(self.depth))
+            indices = list(range(self.depth))
         elif isinstance(indices, int):
-            wanted = set(range(self.depth - indices, self.depth))
-        else:
-            wanted = {i % self.depth for i in indices}
+            indices = list(range(self.depth - indices, self.depth))
+        if any(not -self.depth <= i < self.depth for i in indices):
+            raise ValueError(f"block indices {indices} are out of range for a model with depth {self.depth}")
+        wanted = {i % self.depth for i in indices}
         self._check_input(x)
         x = self.stem(x).flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, S, C)
         intermediates = []
-        for i, block in enumerate(self.blocks):
+        last = max(wanted, default=-1) if stop_early else self.depth - 1
+        for i, block in enumerate(self.blocks[: last + 1]):
             x = block(x)
             if i in wanted:
-                intermediates.append(x)
+                intermediates.append(self.pre_head_layer_norm(x) if norm else x)
         return self.pre_head_layer_norm(x), intermediates
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

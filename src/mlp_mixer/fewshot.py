@@ -1,0 +1,391 @@
+"""Few-shot linear evaluation on frozen features: the paper's quick measure of representation quality.
+
+As in the paper (and big_vision's ``fewshot`` evaluator, which produced its few-shot numbers): take n images
+per class from a training split, embed them with the frozen model (the pooled pre-logits, or the pooled tokens
+after any block), fit an L2-regularised least-squares classifier on one-vs-all targets in {-1, 1} in closed
+form, and measure top-1 accuracy on held-out images. Repeating over seeds gives the spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .model import MLPMixer
+from .weights import Preprocessing, load_model
+
+L2_REG = 2.0**10  # big_vision's few-shot configs (configs/common_fewshot.py)
+BIAS_CONSTANT = 100.0  # big_vision: a large constant feature, so the bias is almost unregularised
+STD_EPS = 1e-5  # big_vision: keeps constant features finite when whitening
+
+
+@dataclass
+class RidgeClassifier:
+    """A linear one-vs-all classifier fitted by :func:`fit_ridge`; features are whitened with the shots' stats."""
+
+    mean: torch.Tensor  # (D,)
+    std: torch.Tensor  # (D,)
+    weight: torch.Tensor  # (D + 1, num_classes); the last row multiplies the bias feature
+
+    def decision_function(self, features: torch.Tensor) -> torch.Tensor:
+        """Scores (N, num_classes) for features (N, D)."""
+        return _design(features, self.mean, self.std) @ self.weight
+
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        return self.decision_function(features).argmax(dim=1)
+
+
+def _design(features: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    # Whiten, then append the constant bias feature: (N, D) -> (N, D + 1)
+    x = (features.double() - mean) / std
+    return torch.cat([x, x.new_full((x.shape[0], 1), BIAS_CONSTANT)], dim=1)
+
+
+def fit_ridge(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, l2_reg: float = L2_REG
+) -> RidgeClassifier:
+    """Closed-form ridge regression on {-1, 1} one-vs-all targets, exactly as big_vision's few-shot evaluator.
+
+    Features are whitened with the training mean and std (+1e-5), a constant feature of 100 stands in for an
+    (almost unregularised) bias, and the weights minimise ``|X W - Y|^2 + l2_reg |W|^2``. big_vision
+    eigendecomposes the Gram matrix to sweep l2_reg cheaply; with one l2_reg a direct solve of the smaller
+    Gram matrix is the same closed form. Computed in float64.
+
+    Args:
+        features: (N, D) training features.
+        labels: (N,) integer labels in ``[0, num_classes)``.
+        num_classes: number of one-vs-all targets (classes without shots get all -1 targets, as in big_vision).
+        l2_reg: the L2 penalty; big_vision's default 2**10 suits whitened features of any width.
+    """
+    if features.ndim != 2 or labels.shape != features.shape[:1]:
+        raise ValueError(
+            f"expected features (N, D) and labels (N,), got {tuple(features.shape)} and {tuple(labels.shape)}"
+        )
+    x = features.double()
+    mean = x.mean(dim=0)
+    std = x.std(dim=0, correction=0) + STD_EPS  # population std, as jnp.std
+    x = _design(x, mean, std)
+    y = 2.0 * torch.nn.functional.one_hot(labels.long(), num_classes).double() - 1.0
+    n, d = x.shape
+    if n >= d:  # (X^T X + l2 I)^-1 X^T Y: a D x D system
+        weight = torch.linalg.solve(x.T @ x + l2_reg * torch.eye(d, dtype=x.dtype), x.T @ y)
+    else:  # X^T (X X^T + l2 I)^-1 Y: an N x N system, the same solution when shots are fewer than features
+        weight = x.T @ torch.linalg.solve(x @ x.T + l2_reg * torch.eye(n, dtype=x.dtype), y)
+    return RidgeClassifier(mean, std, weight)
+
+
+def sample_shots(
+    labels: torch.Tensor, shots: int, seed: int, num_classes: int, classes: Sequence[str] = ()
+) -> torch.Tensor:
+    """Indices of ``shots`` training examples per class, drawn as big_vision does.
+
+    One permutation per class from ``numpy.random.default_rng(seed)``, then the first ``shots`` of each, so for
+    one seed the 1-shot set is inside the 5-shot set, which is inside the 10-shot set.
+    """
+    rng = np.random.default_rng(seed)
+    labels_np = labels.numpy()
+    picked = []
+    for c in range(num_classes):
+        members = rng.permutation(np.flatnonzero(labels_np == c))
+        if len(members) < shots:
+            name = classes[c] if c < len(classes) else str(c)
+            raise ValueError(f"class {name!r} has {len(members)} training images, fewer than {shots} shots")
+        picked.append(members[:shots])
+    return torch.from_numpy(np.concatenate(picked))
+
+
+def pooled_features(model: MLPMixer, images: torch.Tensor, block: int | None = None) -> torch.Tensor:
+    """Frozen features (B, C) of preprocessed images: mean-pooled tokens, what a linear probe sees.
+
+    Args:
+        model: the Mixer.
+        images: (B, in_channels, H, W), already transformed with the model's preprocessing.
+        block: None for the pre-logits (``forward_head(..., pre_logits=True)``, the paper's few-shot features);
+            an index (negative counts from the end) for the tokens after that block, through the pre-head
+            LayerNorm as timm's ``norm=True`` does, so every block's features are on the same scale.
+    """
+    if block is None:
+        return model.forward_head(model.forward_features(images), pre_logits=True)
+    _, (tokens,) = model.forward_intermediates(images, [block], norm=True, stop_early=True)
+    return tokens.mean(dim=1)  # (B, S, C) -> (B, C)
+
+
+class _Transformed(Dataset):
+    """(uint8 image, label) pairs -> (model input, label)."""
+
+    def __init__(self, base: Any, transform: Any) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image, label = self.base[index]
+        return self.transform(image), int(label)
+
+
+def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+    # bf16 only where it is native: CUDA with bf16 support, or a CPU with AVX512-BF16/AMX (elsewhere ~100x slower)
+    if not amp:
+        return contextlib.nullcontext()
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and _cpu_has_native_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _cpu_has_native_bf16() -> bool:
+    if "AVX512" not in torch.backends.cpu.get_cpu_capability():
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@torch.no_grad()
+def extract_features(
+    model: MLPMixer,
+    dataset: Any,
+    *,
+    block: int | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+    progress: bool = False,
+    desc: str = "features",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features (N, C) in float32 and labels (N,) of a dataset of (model input, label), in dataset order.
+
+    Args:
+        model: the frozen Mixer (put in eval mode here).
+        dataset: anything a DataLoader takes that yields (image tensor, integer label).
+        block: which features, as in :func:`pooled_features`.
+        batch_size: images per forward pass.
+        device: where the model runs.
+        amp: bf16 autocast where it is native (CUDA, or a CPU with AVX512-BF16/AMX); features stay float32.
+        progress: show a tqdm bar.
+        desc: the bar's label.
+    """
+    from tqdm import tqdm
+
+    device = torch.device(device)
+    model.eval().to(device)
+    feats, labels = [], []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    for images, targets in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        with _autocast(device, amp):
+            feats.append(pooled_features(model, images.to(device), block).float().cpu())
+        labels.append(targets)
+    return torch.cat(feats), torch.cat(labels)
+
+
+def _embedded_splits(in_channels: int) -> tuple[Any, Any, list[str]]:
+    from .data import MNIST_CLASSES, embedded_mnist
+
+    train_x, train_y, val_x, val_y = embedded_mnist()
+    if in_channels != 1:  # grayscale digits for an RGB model: repeat the channel, as read_image does
+        train_x, val_x = (x.expand(-1, in_channels, -1, -1) for x in (train_x, val_x))
+    return list(zip(train_x, train_y, strict=True)), list(zip(val_x, val_y, strict=True)), MNIST_CLASSES
+
+
+def _folder_splits(root: Path, in_channels: int) -> tuple[Any, Any, list[str]]:
+    from torchvision.datasets import DatasetFolder
+
+    from .data import IMAGE_EXTENSIONS, read_image
+
+    if not root.is_dir():
+        raise FileNotFoundError(f"--data {root} is not a directory")
+    test_dir = next((root / name for name in ("val", "test") if (root / name).is_dir()), None)
+    if not (root / "train").is_dir() or test_dir is None:
+        raise ValueError(
+            f"--data {root} must hold train/<class>/ and val/<class>/ (or test/<class>/) image folders; "
+            f"found {sorted(p.name for p in root.iterdir() if p.is_dir()) or 'no subfolders'}"
+        )
+
+    def load(path: str) -> torch.Tensor:
+        return read_image(path, in_channels)
+
+    train, test = (DatasetFolder(str(d), loader=load, extensions=IMAGE_EXTENSIONS) for d in (root / "train", test_dir))
+    if train.classes != test.classes:
+        raise ValueError(
+            f"{root / 'train'} and {test_dir} have different class folders: {train.classes} vs {test.classes}"
+        )
+    return train, test, train.classes
+
+
+def _parse_ints(text: str, option: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{option} expects comma-separated integers like 1,5,10, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{option} is empty")
+    return values
+
+
+def fewshot(
+    checkpoint: str | Path,
+    data: str | Path | None = None,
+    shots: Sequence[int] = (1, 5, 10),
+    seeds: int = 5,
+    *,
+    l2_reg: float = L2_REG,
+    block: int | None = None,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    amp: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The paper's few-shot linear evaluation of a checkpoint; returns a JSON-ready report.
+
+    Features of every training and held-out image are computed once; then for each seed and shot count,
+    shots are drawn per class (:func:`sample_shots`), a ridge classifier is fitted (:func:`fit_ridge`) and
+    scored on all held-out images.
+
+    Args:
+        checkpoint: a training checkpoint ``.pt`` or a ``save_pretrained`` directory.
+        data: an image folder with ``train/<class>/`` and ``val/<class>/`` (or ``test/``); None for the
+            embedded MNIST split (shots from its 4,000 training digits, accuracy on the 1,000 held out).
+        shots: images per class, e.g. (1, 5, 10) as in the paper.
+        seeds: how many draws (seeds 0 .. seeds-1) per shot count; their spread is reported.
+        l2_reg: the ridge penalty (big_vision's 2**10).
+        block: features after this block (see :func:`pooled_features`); None for the pre-logits.
+        batch_size: images per forward pass.
+        device: where the model runs; default CUDA when available, else CPU.
+        amp: bf16 autocast for the forward passes where it is native.
+        progress: tqdm bars while embedding.
+
+    Returns:
+        ``{"results": {"<shots>": {"mean", "std", "min", "max", "accuracies"}}, ...}`` with accuracies in
+        percent; std is over seeds (sample std, 0 for one seed).
+    """
+    shots = [int(n) for n in shots]
+    if not shots or min(shots) < 1:
+        raise ValueError(f"shots must be positive integers, got {shots}")
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {seeds}")
+    if l2_reg <= 0:
+        raise ValueError(f"l2_reg must be positive, got {l2_reg}")
+    loaded = load_model(checkpoint)
+    model = loaded.model
+    if block is not None and not -model.depth <= block < model.depth:
+        raise ValueError(f"block {block} is out of range for a model with depth {model.depth}")
+    if data is None:
+        train, test, classes = _embedded_splits(model.in_channels)
+    else:
+        train, test, classes = _folder_splits(Path(data), model.in_channels)
+    from .data import eval_transform
+
+    preprocessing = loaded.preprocessing
+    if tuple(preprocessing.image_size) != tuple(model.image_size):  # weights saved without their preprocessing
+        preprocessing = Preprocessing(image_size=model.image_size)
+    transform = eval_transform(preprocessing)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    kwargs = dict(block=block, batch_size=batch_size, device=device, amp=amp, progress=progress)
+    train_x, train_y = extract_features(model, _Transformed(train, transform), desc="train features", **kwargs)
+    test_x, test_y = extract_features(model, _Transformed(test, transform), desc="test features", **kwargs)
+
+    num_classes = len(classes)
+    results = {}
+    for n in shots:
+        accuracies = []
+        for seed in range(seeds):
+            index = sample_shots(train_y, n, seed, num_classes, classes)
+            classifier = fit_ridge(train_x[index], train_y[index], num_classes, l2_reg)
+            accuracies.append(100.0 * (classifier.predict(test_x) == test_y).double().mean().item())
+        acc = np.array(accuracies)
+        results[str(n)] = {
+            "mean": float(acc.mean()),
+            "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+            "min": float(acc.min()),
+            "max": float(acc.max()),
+            "accuracies": accuracies,
+        }
+    return {
+        "checkpoint": str(checkpoint),
+        "data": str(data) if data is not None else "embedded MNIST (4,000 train / 1,000 held out)",
+        "features": "pre-logits" if block is None else f"block {block}",
+        "num_classes": num_classes,
+        "train_images": len(train_y),
+        "test_images": len(test_y),
+        "seeds": seeds,
+        "l2_reg": l2_reg,
+        "results": results,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A table of mean ± std (min-max) top-1 per shot count."""
+    lines = [
+        f"few-shot linear eval of {report['checkpoint']} on {report['data']}",
+        f"features: {report['features']}; {report['num_classes']} classes; "
+        f"{report['test_images']} test images; {report['seeds']} seeds; l2_reg {report['l2_reg']:g}",
+        f"{'shots':>5}  {'top-1 mean ± std':>17}  {'min':>6}  {'max':>6}",
+    ]
+    for n, r in report["results"].items():
+        lines.append(f"{n:>5}  {r['mean']:>8.2f} ± {r['std']:<6.2f}  {r['min']:>6.2f}  {r['max']:>6.2f}")
+    return "\n".join(lines)
+
+
+def _write_json_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def add_fewshot_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="training checkpoint .pt or save_pretrained directory")
+    parser.add_argument(
+        "--data", default=None, help="folder with train/<class>/ and val/<class>/ images (default: embedded MNIST)"
+    )
+    parser.add_argument("--shots", default="1,5,10", help="images per class, comma-separated (default: 1,5,10)")
+    parser.add_argument("--seeds", type=int, default=5, help="draws per shot count (default: 5)")
+    parser.add_argument("--l2-reg", type=float, default=L2_REG, help=f"ridge penalty (default: {L2_REG:g})")
+    parser.add_argument("--block", type=int, default=None, help="features after this block (default: pre-logits)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast where the hardware supports it natively")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON ('-': stdout)")
+
+
+def run_fewshot(args: argparse.Namespace) -> int:
+    report = fewshot(
+        args.checkpoint,
+        args.data,
+        _parse_ints(args.shots, "--shots"),
+        args.seeds,
+        l2_reg=args.l2_reg,
+        block=args.block,
+        batch_size=args.batch_size,
+        device=args.device,
+        amp=args.amp,
+    )
+    if args.json == "-":
+        print(json.dumps(report, indent=2))
+        return 0
+    print(format_report(report))
+    if args.json:
+        _write_json_atomic(report, Path(args.json))
+        print(f"report written to {args.json}")
+    return 0
