@@ -1,0 +1,190 @@
+"""Classify image files with a trained Mixer: files, folders and globs in, top-k classes out.
+
+The class names and the preprocessing come from the checkpoint (``weights.load_model``), never from
+flags, so a prediction is made exactly the way the model was evaluated. A file that cannot be read gets an
+error of its own in the output while the others are still predicted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .data import IMAGE_EXTENSIONS, eval_transform, read_image
+from .weights import load_model
+
+GLOB_CHARS = "*?["
+
+
+@dataclass
+class Prediction:
+    """The top-k classes of one file, best first, or why the file could not be predicted."""
+
+    path: str
+    classes: list[str] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+    probabilities: list[float] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        top = [
+            {"class": c, "index": i, "probability": p}
+            for c, i, p in zip(self.classes, self.indices, self.probabilities, strict=True)
+        ]
+        return {"path": self.path, "predictions": top, "error": self.error}
+
+
+def expand_paths(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Prediction]]:
+    """Files as given, folders searched recursively for image extensions, globs (``**`` too) expanded.
+
+    Returns:
+        ``(files, failures)``: the files to predict, in a stable order, and one failed ``Prediction`` per input
+        that names nothing (a missing path, a glob or folder without images), so it is reported, not dropped.
+    """
+    files: list[Path] = []
+    failures: list[Prediction] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            what = f"folder has no image files ({', '.join(IMAGE_EXTENSIONS)})"
+        elif path.exists():
+            found, what = [path], ""  # an explicit file is decoded by content, whatever its extension
+        elif any(c in str(item) for c in GLOB_CHARS):
+            found = sorted(Path(p) for p in glob.glob(str(item), recursive=True) if Path(p).is_file())
+            what = "no files match this pattern"
+        else:
+            found, what = [], "no such file or directory"
+        if not found:
+            failures.append(Prediction(str(item), error=what))
+        files.extend(found)
+    return list(dict.fromkeys(files)), failures  # a file named twice is predicted once
+
+
+def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def select_device(device: str | torch.device | None = None) -> torch.device:
+    """``None`` or ``"auto"``: CUDA when present, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Predictor:
+    """A checkpoint ready to classify image files; ``Predictor(checkpoint).predict(paths)``.
+
+    Args:
+        checkpoint: a training checkpoint ``.pt`` file or a ``save_pretrained`` directory; both carry the class
+            names and the preprocessing used here.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:0"``, ...
+        amp: bf16 autocast on CUDA (ignored on CPU, where bf16 is only fast with native support).
+    """
+
+    def __init__(self, checkpoint: str | Path, device: str | torch.device | None = "auto", amp: bool = True) -> None:
+        loaded = load_model(checkpoint)
+        self.model = loaded.model
+        if self.model.num_classes == 0:
+            raise ValueError(f"checkpoint {checkpoint} has no classification head (num_classes 0); nothing to predict")
+        # Name classes by index only when the checkpoint stores no names; a wrong count is an error, not a guess.
+        self.classes = loaded.classes or [str(i) for i in range(self.model.num_classes)]
+        if len(self.classes) != self.model.num_classes:
+            raise ValueError(
+                f"checkpoint {checkpoint} stores {len(self.classes)} class names for a head of "
+                f"{self.model.num_classes} classes"
+            )
+        self.preprocessing = loaded.preprocessing
+        self.transform = eval_transform(self.preprocessing)
+        self.device = select_device(device)
+        self.model.to(self.device)
+        self.amp = amp and self.device.type == "cuda"
+
+    def load(self, path: Path) -> torch.Tensor:
+        """Decode one file and apply the checkpoint's eval transform: float (in_channels, H, W)."""
+        return self.transform(read_image(path, self.model.in_channels))
+
+    @torch.inference_mode()
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Float32 logits (B, num_classes) of a batch of preprocessed images."""
+        images = images.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            return self.model(images).float()
+
+    def predict(
+        self, paths: Iterable[str | Path], topk: int = 5, batch_size: int = 32, progress: bool | None = None
+    ) -> list[Prediction]:
+        """Top-k classes of every file under ``paths`` (files, folders, globs), in input order.
+
+        Args:
+            paths: files, folders (searched recursively) and glob patterns.
+            topk: how many classes per file; capped at the number of classes.
+            batch_size: images per forward pass.
+            progress: show a progress bar; ``None`` shows it only on a terminal.
+        """
+        if topk < 1:
+            raise ValueError(f"--topk must be at least 1, got {topk}")
+        if batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+        topk = min(topk, self.model.num_classes)
+        files, results = expand_paths(paths)
+        bar = tqdm(total=len(files), unit="img", disable=(not progress) if progress is not None else None)
+        for batch in _batches(files, batch_size):
+            images, good = [], []
+            for path in batch:
+                try:
+                    images.append(self.load(path))
+                    good.append(path)
+                except (ValueError, OSError, RuntimeError) as err:  # undecodable, unreadable, unresizable
+                    results.append(Prediction(str(path), error=str(err)))
+            if images:
+                probs = self.logits(torch.stack(images)).softmax(dim=-1).cpu()
+                values, indices = probs.topk(topk, dim=-1)
+                for path, p, i in zip(good, values.tolist(), indices.tolist(), strict=True):
+                    results.append(Prediction(str(path), [self.classes[j] for j in i], i, p))
+            bar.update(len(batch))
+        bar.close()
+        order = {str(path): n for n, path in enumerate(files)}
+        return sorted(results, key=lambda r: order.get(r.path, -1))  # input errors first, then files in order
+
+
+def format_predictions(predictions: list[Prediction]) -> str:
+    """One line per file: ``path: class (probability), ...`` or ``path: error: ...``."""
+    lines = []
+    for p in predictions:
+        if p.error is not None:
+            lines.append(f"{p.path}: error: {p.error}")
+        else:
+            top = ", ".join(f"{c} ({prob:.4f})" for c, prob in zip(p.classes, p.probabilities, strict=True))
+            lines.append(f"{p.path}: {top}")
+    return "\n".join(lines)
+
+
+def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (recursive) or glob patterns")
+    parser.add_argument(
+        "--checkpoint", required=True, help="training checkpoint .pt or save_pretrained directory (gives classes)"
+    )
+    parser.add_argument("--topk", type=int, default=5, help="classes per image (default: 5)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of one line per file")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0, ...")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Print the predictions; exit code 1 when any input failed, so scripts notice."""
+    predictor = Predictor(args.checkpoint, device=args.device)
+    predictions = predictor.predict(args.paths, topk=args.topk, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    else:
+        print(format_predictions(predictions))
+    return 1 if any(p.error is not None for p in predictions) else 0
