@@ -1,0 +1,202 @@
+"""Export a checkpoint to ONNX, TorchScript or a ``torch.export`` ExportedProgram, with verified parity.
+
+Every format takes images (batch, in_channels, H, W) with a dynamic batch axis and returns logits. Next to
+the file, ``OUT + ".json"`` stores the class names, the preprocessing and the architecture, so the exported
+file is usable without this package's checkpoint. Each export is run once more after writing (onnxruntime,
+``torch.jit.load``, ``torch.export.load``) on random images at two batch sizes and compared with PyTorch.
+
+ONNX uses ``torch.onnx.export(dynamo=True)``, the default exporter since torch 2.9: it goes through
+``torch.export`` (the same graph as the ``.pt2`` format), takes a symbolic batch dimension, and the legacy
+TorchScript exporter warns that it will be removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .model import MLPMixer
+from .weights import LoadedModel, load_model
+
+FORMATS = ("onnx", "torchscript", "exported-program")
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+ONNX_PROTOBUF_LIMIT = 2**31  # larger models keep their weights in an external ``.data`` file
+FP32_TOLERANCE = 1e-4  # max abs logit difference allowed between an fp32 export and PyTorch
+VERIFY_BATCH_SIZES = (1, 3)  # 1 and not-the-example-size: shows the batch axis is really dynamic
+
+
+def metadata_path(output: str | Path) -> Path:
+    """Where the class names and preprocessing of an export are stored: ``OUT + ".json"``."""
+    return Path(f"{output}.json")
+
+
+def _export_to(model: MLPMixer, path: Path, format: str) -> None:
+    example = torch.zeros(2, model.in_channels, *model.image_size)  # batch 2: export must not specialise on 1
+    batch = torch.export.Dim("batch", min=1)
+    if format == "onnx":
+        program = torch.onnx.export(
+            model,
+            (example,),
+            None,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes={"x": {0: batch}},
+            dynamo=True,
+            verbose=False,
+        )
+        size = sum(p.numel() * p.element_size() for p in model.parameters())
+        program.save(str(path), external_data=size >= ONNX_PROTOBUF_LIMIT)
+    elif format == "torchscript":
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")  # asked for by name
+            torch.jit.save(torch.jit.trace(model, example), str(path))
+    elif format == "exported-program":
+        program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}})
+        torch.export.save(program, str(path))
+    else:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+
+
+def load_exported(path: str | Path, format: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function images -> logits that runs an exported file (onnxruntime for ONNX), for checks and use."""
+    path = str(path)
+    if format == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        return lambda x: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: x.cpu().numpy()})[0])
+    if format == "torchscript":
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
+            module = torch.jit.load(path, map_location="cpu")
+        return lambda x: module(x).detach()
+    if format == "exported-program":
+        module = torch.export.load(path).module()
+        return lambda x: module(x).detach()
+    raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+
+
+@torch.inference_mode()
+def max_abs_difference(
+    model: MLPMixer, run: Callable[[torch.Tensor], torch.Tensor], batch_sizes: tuple[int, ...] = VERIFY_BATCH_SIZES
+) -> float:
+    """Largest absolute logit difference between ``run`` and ``model`` on seeded random images."""
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for b in batch_sizes:
+        x = torch.randn(b, model.in_channels, *model.image_size, generator=generator)
+        worst = max(worst, float((run(x).float() - model(x).float()).abs().max()))
+    return worst
+
+
+def quantize_onnx_int8(source: Path, target: Path) -> None:
+    """onnxruntime's dynamic int8: int8 weights, activations quantized per batch, no calibration data.
+
+    The quantizer converts MatMuls whose weight is the second operand (channel mixing, head) and the stem conv;
+    the token-mixing MatMuls compute ``W @ x`` with the weight first, and it leaves those float, as
+    ``quantize.quantize_dynamic_int8`` does.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # It logs a root-logger hint to run onnxruntime's pre-processing; that pass changes nothing for this graph.
+    logging.disable(logging.WARNING)
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def export(
+    checkpoint: str | Path | LoadedModel,
+    output: str | Path,
+    format: str = "onnx",
+    int8: bool = False,
+    verify: bool = True,
+) -> tuple[Path, float | None]:
+    """Export a checkpoint and write ``OUT + ".json"`` beside it; files appear only once complete.
+
+    Args:
+        checkpoint: a training checkpoint ``.pt``, a ``save_pretrained`` directory, or an already loaded model.
+        output: the file to write (``.onnx``, ``.pt`` for TorchScript, ``.pt2`` for an ExportedProgram by custom).
+        format: one of ``FORMATS``.
+        int8: ONNX only: quantize the weights of the matrix multiplies to int8 with onnxruntime.
+        verify: run the written file and compare its logits with PyTorch; an fp32 export further than
+            ``FP32_TOLERANCE`` away is an error (int8 exports are only measured: they are meant to differ).
+
+    Returns:
+        ``(path, max_abs_difference)``; the difference is None when ``verify`` is False.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if int8 and format != "onnx":
+        raise ValueError(f"--int8 is available for --format onnx, got --format {format}")
+    loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint)
+    model = loaded.model.cpu().eval()
+    output = Path(output)
+    if output.is_dir():
+        raise ValueError(f"output {output} is a directory; give a file name such as {output / 'model.onnx'}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    metadata: dict[str, Any] = {
+        "format": format,
+        "int8": int8,
+        "input": {"name": INPUT_NAME, "shape": ["batch", model.in_channels, *model.image_size], "dtype": "float32"},
+        "output": {"name": OUTPUT_NAME, "shape": ["batch", model.num_classes]},
+        "classes": loaded.classes,
+        "preprocessing": loaded.preprocessing.to_dict(),
+        "model_config": model.config(),
+        "source": loaded.source,
+        "torch": torch.__version__,
+    }
+    # Write everything in a scratch folder beside the output, then rename: a crash leaves no half file.
+    scratch = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}."))
+    try:
+        staged = scratch / output.name
+        if int8:
+            _export_to(model, scratch / "fp32.onnx", format)
+            quantize_onnx_int8(scratch / "fp32.onnx", staged)
+            (scratch / "fp32.onnx").unlink()
+        else:
+            _export_to(model, staged, format)
+        difference = None
+        if verify:
+            difference = max_abs_difference(model, load_exported(staged, format))
+            if not np.isfinite(difference) or (not int8 and difference > FP32_TOLERANCE):
+                raise ValueError(
+                    f"exported {format} differs from PyTorch by {difference:.3g} (max abs logit), "
+                    f"more than {FP32_TOLERANCE}; not writing {output}"
+                )
+            metadata["verified_max_abs_difference"] = difference
+        metadata_path(staged).write_text(json.dumps(metadata, indent=2) + "\n")
+        for file in scratch.iterdir():  # the model, its .json and any external ONNX data
+            os.replace(file, output.parent / file.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return output, difference
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("output", metavar="OUT", help="file to write, e.g. model.onnx, model.pt, model.pt2")
+    parser.add_argument("--checkpoint", required=True, help="training checkpoint .pt or save_pretrained directory")
+    parser.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
+    parser.add_argument("--int8", action="store_true", help="ONNX only: dynamic int8 weights (onnxruntime)")
+    parser.add_argument("--no-verify", action="store_true", help="skip running the export to compare with PyTorch")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    path, difference = export(args.checkpoint, args.output, args.format, int8=args.int8, verify=not args.no_verify)
+    print(f"wrote {path} and {metadata_path(path)}")
+    if difference is not None:
+        batches = " and ".join(map(str, VERIFY_BATCH_SIZES))
+        print(f"verified: max abs logit difference vs PyTorch {difference:.3g} at batch sizes {batches}")
+    return 0
