@@ -291,8 +291,10 @@ def fewshot(
     from .data import eval_transform
 
     preprocessing = loaded.preprocessing
-    if tuple(preprocessing.image_size) != tuple(model.image_size):  # weights saved without their preprocessing
-        preprocessing = Preprocessing(image_size=model.image_size)
+    if tuple(preprocessing.image_size) != tuple(model.image_size) or len(preprocessing.mean) != model.in_channels:
+        # weights saved without their preprocessing: the official [-1, 1] scaling at the model's size
+        half = (0.5,) * model.in_channels
+        preprocessing = Preprocessing(image_size=model.image_size, mean=half, std=half)
     transform = eval_transform(preprocessing)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     kwargs = dict(block=block, batch_size=batch_size, device=device, amp=amp, progress=progress)
