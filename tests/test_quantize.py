@@ -1,0 +1,47 @@
+"""int8: channel mixing and head become dynamic int8, token mixing stays float, outputs stay close to fp32."""
+
+import pytest
+import torch
+from torch import nn
+
+from mlp_mixer import MLPMixer
+from mlp_mixer.model import TokenLinear
+from mlp_mixer.quantize import int8_layer_names, quantize_dynamic_int8
+
+TINY = dict(in_channels=3, dim=32, num_classes=10, patch_size=4, image_size=16, depth=2, token_dim=16, channel_dim=64)
+
+
+@pytest.fixture(scope="module")
+def model() -> MLPMixer:
+    torch.manual_seed(0)
+    model = MLPMixer(**TINY).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)  # no zero head: every class gets a distinct logit
+    return model
+
+
+def test_only_plain_linears_are_quantized(model):
+    quantized = quantize_dynamic_int8(model)
+    names = int8_layer_names(model)
+    assert names == [f"blocks.{i}.channel_mixing.fc{j}" for i in range(2) for j in (1, 2)] + ["head"]
+    modules = dict(quantized.named_modules())
+    for name in names:
+        assert isinstance(modules[name], torch.ao.nn.quantized.dynamic.Linear)
+        assert modules[name].weight().dtype == torch.qint8
+    for i in range(2):
+        for fc in ("fc1", "fc2"):
+            original = getattr(model.blocks[i].token_mixing, fc)
+            kept = modules[f"blocks.{i}.token_mixing.{fc}"]
+            assert type(kept) is TokenLinear and torch.equal(kept.weight, original.weight)
+    assert all(type(m) is nn.Linear for n, m in model.named_modules() if n in names)  # the original is untouched
+
+
+def test_outputs_are_close_to_fp32_but_not_equal(model):
+    quantized = quantize_dynamic_int8(model)
+    x = torch.randn(128, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = model(x), quantized(x)
+    error = (got - expected).abs().max()
+    assert 0 < error < 0.05 * expected.abs().max()
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.9
