@@ -2,6 +2,7 @@
 
 from .model import FeedForward, MixerBlock, MLPMixer
 from .variants import PAPER_VARIANTS, SEED, VARIANTS, count_parameters, create_model
+from .weights import from_pretrained
 
 __all__ = [
     "FeedForward",
@@ -12,5 +13,6 @@ __all__ = [
     "VARIANTS",
     "count_parameters",
     "create_model",
+    "from_pretrained",
 ]
 __version__ = "0.1.0"

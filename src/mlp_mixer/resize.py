@@ -145,7 +145,7 @@ def resize_model(model: MLPMixer, image_size: int | tuple[int, int], method: str
     return resized.train(model.training)
 
 
-def _parse_size(text: str) -> int | tuple[int, int]:
+def parse_size(text: str) -> int | tuple[int, int]:
     parts = text.lower().replace(",", "x").split("x")
     try:
         sizes = [int(p) for p in parts]
@@ -159,7 +159,7 @@ def _parse_size(text: str) -> int | tuple[int, int]:
 def add_resize_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a training checkpoint (.pt) or a save_pretrained directory")
     parser.add_argument("output", help="a save_pretrained directory, or a checkpoint file when it ends in .pt")
-    parser.add_argument("--image-size", type=_parse_size, required=True, help="new input size: N or HxW")
+    parser.add_argument("--image-size", type=parse_size, required=True, help="new input size: N or HxW")
     parser.add_argument("--method", choices=METHODS, default="auto", help="default auto: blockdiag when possible")
 
 
