@@ -36,8 +36,10 @@ class TokenLinear(nn.Linear):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (out, S) @ (B, S, C) -> (B, out, C)
-        return torch.matmul(self.weight, x) + self.bias[:, None]
+        # b[:, None] + (out, S) @ (B, S, C) -> (B, out, C), as one batched GEMM with the bias fused in.
+        # The weight is broadcast over the batch by expand (a view); torch.matmul would instead fold
+        # (B, S, C) into (B*C, S), copying the activations on the way in and out.
+        return torch.baddbmm(self.bias[:, None], self.weight.expand(x.shape[0], -1, -1), x)
 
 
 class FeedForward(nn.Module):
@@ -59,7 +61,12 @@ class FeedForward(nn.Module):
         self.drop2 = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+        x = self.fc1(x)
+        if x.requires_grad or torch.jit.is_tracing():
+            x = self.act(x)
+        else:  # no autograd graph: GELU in place, sparing a second buffer of the widest activation (~10% on CPU)
+            x = nn.functional.gelu(x, approximate=self.act.approximate, out=x)
+        return self.drop2(self.fc2(self.drop1(x)))
 
 
 class DropPath(nn.Module):
@@ -195,6 +202,9 @@ class MLPMixer(nn.Module):
             self._check_input(x)
         x = self.stem(x)  # (B, C, H/P, W/P)
         x = x.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, h*w, C): row-major tokens, h outer
+        # One copy here: residual adds keep their first operand's layout, so a transposed stream would make
+        # every LayerNorm copy it again.
+        x = x.contiguous()
         for block in self.blocks:
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, use_reentrant=False)
