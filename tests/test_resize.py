@@ -56,6 +56,39 @@ def test_blockdiag_computes_the_original_function_on_each_tile(tiny_config, imag
     torch.testing.assert_close(logits, tile_logits.mean(0), rtol=1e-5, atol=1e-5)
 
 
+def _interleave_patches(tiles: torch.Tensor, kh: int, kw: int, patch: int) -> torch.Tensor:
+    """(Kh*Kw, B, C, H, W) images -> one image whose patch (i*Kh + a, j*Kw + b) is patch (i, j) of image (a, b)."""
+    _, n, c, height, width = tiles.shape
+    gh, gw = height // patch, width // patch
+    big = tiles.new_zeros(n, c, gh, kh, patch, gw, kw, patch)
+    for a in range(kh):
+        for b in range(kw):
+            big[:, :, :, a, :, :, b, :] = tiles[a * kw + b].reshape(n, c, gh, patch, gw, patch)
+    return big.reshape(n, c, gh * kh * patch, gw * kw * patch)
+
+
+@pytest.mark.parametrize(("image_size", "factors"), [(16, (2, 2)), ((16, 12), (2, 3))])
+def test_strided_blockdiag_computes_the_original_function_on_each_interleaved_image(tiny_config, image_size, factors):
+    model = _randomized({**tiny_config, "image_size": image_size})
+    (h, w), (kh, kw), (gh, gw) = model.image_size, factors, model.grid_size
+    resized = resize_model(model, (kh * h, kw * w), method="blockdiag-strided")
+    torch.manual_seed(2)
+    images = torch.randn(kh * kw, 2, 3, h, w)
+    big = _interleave_patches(images, kh, kw, model.patch_size)
+    with torch.no_grad():
+        tokens = resized.forward_features(big).reshape(2, gh, kh, gw, kw, -1)  # row (i*Kh + a), column (j*Kw + b)
+        for a in range(kh):
+            for b in range(kw):
+                expected = model.forward_features(images[a * kw + b])
+                torch.testing.assert_close(
+                    tokens[:, :, a, :, b].reshape(2, gh * gw, -1), expected, rtol=1e-5, atol=1e-5
+                )
+        torch.testing.assert_close(resized(big), torch.stack([model(x) for x in images]).mean(0), rtol=1e-5, atol=1e-5)
+        # the two layouts are different functions: tiles are not what the strided model sees as sub-images
+        tiled = _tiles_to_image(images, kh, kw)
+        assert (resized(tiled) - resize_model(model, (kh * h, kw * w), "blockdiag")(tiled)).abs().max() > 1e-3
+
+
 def test_blockdiag_keeps_everything_but_the_token_mlp(tiny_config):
     model = _randomized(tiny_config)
     resized = resize_model(model, 32)

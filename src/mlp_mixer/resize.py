@@ -1,19 +1,27 @@
 """Change a trained Mixer's input resolution (``mlp-mixer resize``).
 
 Only the token-mixing MLP depends on the resolution: its input width is S, the number of patches. The stem,
-LayerNorms, channel mixing and head are copied unchanged. Two ways to build the new token MLPs:
+LayerNorms, channel mixing and head are copied unchanged. The ways to build the new token MLPs:
 
 - ``"blockdiag"``, the paper's method (fine-tuning section of arXiv 2105.01601): for Kh x Kw times more
   patches (Kh, Kw integers), ``token_dim`` grows to Kh*Kw*token_dim and both token-mixing Dense layers become
-  block-diagonal with copies of the original. Sub-grid (a, b) is the *contiguous* block of patches
-  ``[a*h:(a+1)*h, b*w:(b+1)*w]`` of the new (Kh*h, Kw*w) grid, so an image made of Kh x Kw tiles of the
-  original size is processed exactly as each tile on its own: the same tokens per tile, and (mean pooling)
-  the pooled features and logits of the big image are the mean over the tiles'.
+  block-diagonal with copies of the original, one per sub-grid of h x w patches. The model then computes the
+  original function on each sub-grid exactly: the same tokens per sub-grid (stem, LayerNorms and channel
+  mixing act per token; token mixing only within a sub-grid), and, by mean pooling over equal-sized
+  sub-grids, pooled features and logits that are the mean over the sub-grids'. Which patches form a
+  sub-grid is a choice the paper leaves open; here sub-grid (a, b) is the *contiguous* block
+  ``[a*h:(a+1)*h, b*w:(b+1)*w]`` of the new (Kh*h, Kw*w) grid: an image made of Kh x Kw tiles of the
+  original size is processed exactly as each tile on its own.
+- ``"blockdiag-strided"``: the same, with *strided* sub-grids: sub-grid (a, b) is the patches
+  ``(i*Kh + a, j*Kw + b)``, every K-th patch, so each sub-grid spans the whole image. For an image
+  upsampled by K it is a coarse view of the whole image in the original layout, which is why it starts
+  fine-tuning much closer to the original accuracy (docs/weights.md has the measurement).
 - ``"interpolate"``: keep ``token_dim`` and resample the token-mixing weights bilinearly over the (h, w)
   patch grid (fc1's input axis and fc2's output axis), for any size. fc1 is scaled by S/S' so that the
   sum over the new grid approximates the sum over the old one for an upsampled image.
 
-``"auto"`` picks blockdiag when the new grid is an integer multiple of the old one on both axes.
+``"auto"`` picks ``"blockdiag"`` when the new grid is an integer multiple of the old one on both axes, else
+``"interpolate"``.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import torch.nn.functional as F
 
 from .model import MLPMixer, _pair
 
-METHODS = ("auto", "blockdiag", "interpolate")
+METHODS = ("auto", "blockdiag", "blockdiag-strided", "interpolate")
 
 
 def _new_grid(model: MLPMixer, image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -44,6 +52,18 @@ def _blockdiag_factors(old: tuple[int, int], new: tuple[int, int]) -> tuple[int,
     return None
 
 
+def subgrid_tokens(grid: tuple[int, int], k: tuple[int, int], strided: bool = False) -> torch.Tensor:
+    """Where each sub-grid's tokens sit in the new (Kh*h, Kw*w) grid: (Kh*Kw, h*w) row-major token indices.
+
+    Row g = a*Kw + b is sub-grid (a, b); column i*w + j is its local patch (i, j). Contiguous blocks put it at
+    (a*h + i, b*w + j) (a tile of the image); strided ones at (i*Kh + a, j*Kw + b) (every K-th patch).
+    """
+    (h, w), (kh, kw) = grid, k
+    a, b, i, j = torch.meshgrid(torch.arange(kh), torch.arange(kw), torch.arange(h), torch.arange(w), indexing="ij")
+    rows, cols = (i * kh + a, j * kw + b) if strided else (a * h + i, b * w + j)
+    return (rows * (kw * w) + cols).reshape(kh * kw, h * w)
+
+
 def _blockdiag_token_mlp(
     fc1_w: torch.Tensor,
     fc1_b: torch.Tensor,
@@ -51,24 +71,21 @@ def _blockdiag_token_mlp(
     fc2_b: torch.Tensor,
     grid: tuple[int, int],
     k: tuple[int, int],
+    strided: bool,
 ) -> tuple[torch.Tensor, ...]:
-    """Block-diagonal copies: hidden block g = a*Kw + b reads and writes only sub-grid (a, b)."""
-    (h, w), (kh, kw) = grid, k
-    token_dim = fc1_w.shape[0]
-    # fc1: (D_S, h*w) -> (Kh*Kw*D_S, Kh*h * Kw*w); viewed as (a, b, D_S, a', i, b', j), nonzero where a=a', b=b'
-    new_fc1 = fc1_w.new_zeros(kh, kw, token_dim, kh, h, kw, w)
-    new_fc2 = fc2_w.new_zeros(kh, h, kw, w, kh, kw, token_dim)  # (S', Kh*Kw*D_S)
-    w1 = fc1_w.reshape(token_dim, h, w)
-    w2 = fc2_w.reshape(h, w, token_dim)
-    for a in range(kh):
-        for b in range(kw):
-            new_fc1[a, b, :, a, :, b, :] = w1
-            new_fc2[a, :, b, :, a, b, :] = w2
-    new_b1 = fc1_b.repeat(kh * kw)  # hidden unit g*D_S + t has bias b1[t]
-    # fc2's bias is per output token: the token (a*h + i, b*w + j) gets b2[i*w + j]
-    new_b2 = fc2_b.reshape(1, h, 1, w).expand(kh, h, kw, w)
-    s_new = kh * h * kw * w
-    return new_fc1.reshape(kh * kw * token_dim, s_new), new_b1, new_fc2.reshape(s_new, -1), new_b2.reshape(s_new)
+    """Block-diagonal copies: hidden block g reads and writes only the tokens of sub-grid g."""
+    index = subgrid_tokens(grid, k, strided)
+    groups, num_patches = index.shape
+    token_dim, s_new = fc1_w.shape[0], groups * num_patches
+    new_fc1 = fc1_w.new_zeros(groups * token_dim, s_new)  # (D_S', S')
+    new_fc2 = fc2_w.new_zeros(s_new, groups * token_dim)  # (S', D_S')
+    new_b2 = fc2_b.new_zeros(s_new)  # fc2's bias is per output token
+    for g, tokens in enumerate(index):
+        hidden = slice(g * token_dim, (g + 1) * token_dim)
+        new_fc1[hidden, tokens] = fc1_w
+        new_fc2[tokens, hidden] = fc2_w
+        new_b2[tokens] = fc2_b
+    return new_fc1, fc1_b.repeat(groups), new_fc2, new_b2
 
 
 def _resample(x: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
@@ -101,9 +118,10 @@ def resize_model(model: MLPMixer, image_size: int | tuple[int, int], method: str
     Args:
         model: a trained Mixer.
         image_size: the new input size, an int or (height, width); divisible by ``model.patch_size``.
-        method: ``"blockdiag"`` (the paper's: exact on each sub-grid, needs an integer ratio of patch grids
-            per axis), ``"interpolate"`` (bilinear over the patch grid, any size) or ``"auto"`` (blockdiag
-            when the ratio allows it, else interpolate).
+        method: ``"blockdiag"`` (the paper's: exact on each contiguous sub-grid, i.e. tile; needs an integer
+            ratio of patch grids per axis), ``"blockdiag-strided"`` (exact on each strided sub-grid),
+            ``"interpolate"`` (bilinear over the patch grid, any size) or ``"auto"`` (blockdiag when the
+            ratio allows it, else interpolate).
 
     Returns:
         The resized model, on the same device and dtype, in the same train/eval mode.
@@ -114,12 +132,12 @@ def resize_model(model: MLPMixer, image_size: int | tuple[int, int], method: str
     factors = _blockdiag_factors(grid, new_grid)
     if method == "auto":
         method = "blockdiag" if factors is not None else "interpolate"
-    if method == "blockdiag" and factors is None:
+    if method.startswith("blockdiag") and factors is None:
         raise ValueError(
             f"blockdiag needs the new patch grid {new_grid} to be an integer multiple of the old grid {grid} "
             "on each axis; use --method interpolate"
         )
-    token_dim = model.token_dim * factors[0] * factors[1] if method == "blockdiag" else model.token_dim
+    token_dim = model.token_dim * factors[0] * factors[1] if method.startswith("blockdiag") else model.token_dim
 
     config = {**model.config(), "image_size": tuple(new_grid[i] * model.patch_size for i in range(2))}
     config["token_dim"] = token_dim
@@ -134,8 +152,8 @@ def resize_model(model: MLPMixer, image_size: int | tuple[int, int], method: str
     for i in range(model.depth):
         prefix = f"blocks.{i}.token_mixing."
         old = [state[prefix + name] for name in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")]
-        if method == "blockdiag":
-            new = _blockdiag_token_mlp(*old, grid, factors)
+        if method.startswith("blockdiag"):
+            new = _blockdiag_token_mlp(*old, grid, factors, strided=method == "blockdiag-strided")
         else:
             new = _interpolated_token_mlp(*old, grid, new_grid)
         for name, value in zip(("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"), new, strict=True):
