@@ -138,3 +138,32 @@ def test_viz_errors_are_one_line(run_dir, tmp_path, capsys):
     assert "--blocks expects comma-separated integers" in capsys.readouterr().err
     assert main(["viz", "--checkpoint", str(tmp_path / "missing.pt"), str(tmp_path / "o")]) == 2
     assert "missing.pt does not exist" in capsys.readouterr().err
+
+
+def test_run_figures_are_redrawn_from_the_logs(run_dir, tmp_path):
+    # A run whose PNGs are gone: curves come back from log.csv, the confusion matrix from eval.json
+    import json
+
+    (run_dir / "curves.png").unlink()
+    rows = ["epoch,train_loss,train_top1,val_loss,val_top1"] + [
+        f"{e},{2 / e:.3f},{1 - 1 / (e + 1):.3f},{2.2 / e:.3f},{1 - 1.2 / (e + 1):.3f}" for e in range(1, 4)
+    ]
+    (run_dir / "log.csv").write_text("\n".join(rows) + "\n")
+    confusion = [[5, 1, 0, 0], [0, 6, 0, 0], [0, 0, 4, 2], [1, 0, 0, 5]]
+    report = {
+        "split": "held-out",
+        "top1": 20 / 24,
+        "images": 24,
+        "classes": list("abcd"),
+        "confusion_matrix": confusion,
+    }
+    (run_dir / "eval.json").write_text(json.dumps(report))
+    (run_dir / "metrics.json").write_text(json.dumps({"best_val_top1": 0.875, "best_epoch": 3}))
+
+    written = viz(run_dir, tmp_path / "out", blocks=[0])  # a run directory stands for its best.pt
+    names = [p.name for p in written]
+    assert names == ["token_mixing_block0.png", "stem_filters.png", "curves.png", "confusion_matrix.png"]
+    index = (tmp_path / "out" / "index.md").read_text()
+    assert "redrawn from log.csv" in index and "top-1 83.33% (redrawn from eval.json)" in index
+    assert "best held-out top-1 87.50% at epoch 3" in index and "[log.csv](log.csv)" in index
+    assert (tmp_path / "out" / "log.csv").read_text() == (run_dir / "log.csv").read_text()

@@ -11,6 +11,7 @@ the run's curves and confusion matrix are copied or regenerated next to them, an
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from .model import MLPMixer
 from .weights import load_model
@@ -196,15 +198,62 @@ def select_blocks(blocks: Sequence[int] | None, depth: int) -> list[int]:
     return list(dict.fromkeys(b % depth for b in blocks))
 
 
-def _run_figures(run_dir: Path, out_dir: Path) -> list[Path]:
-    """Copy the figures a training run wrote (curves, confusion matrix) into ``out_dir``."""
-    copied = []
-    for png in sorted(run_dir.glob("*.png")):
-        target = out_dir / png.name
-        if png.resolve() != target.resolve():
-            shutil.copyfile(png, target)
-        copied.append(target)
-    return copied
+def run_figures(run_dir: Path, out_dir: Path) -> list[tuple[str, Path]]:
+    """The figures of the training run in ``run_dir``, copied into ``out_dir`` or regenerated from its logs.
+
+    A run (``mlp-mixer train``) writes ``curves.png`` from ``log.csv`` and ``confusion_matrix.png`` with
+    ``eval.json``; ``mlp-mixer eval`` writes the latter two under ``eval/``. A missing PNG is drawn again from
+    its log with the same plotting function, so older or pruned runs still get their figures.
+
+    Returns:
+        (caption, path) for each figure found, in ``out_dir``.
+    """
+    figures = []
+    curves = out_dir / "curves.png"
+    if (run_dir / "curves.png").is_file():
+        _copy(run_dir / "curves.png", curves)
+        figures.append(("Training curves: loss and top-1 per epoch", curves))
+    elif (run_dir / "log.csv").is_file():
+        from .train import plot_curves, read_log
+
+        plot_curves(read_log(run_dir / "log.csv"), curves)
+        figures.append(("Training curves: loss and top-1 per epoch (redrawn from log.csv)", curves))
+    for folder, name in ((run_dir, "confusion_matrix.png"), (run_dir / "eval", "eval_confusion_matrix.png")):
+        target = out_dir / name
+        report = _read_json(folder / "eval.json")
+        what = f"Confusion matrix, {report.get('split') or 'held-out'}" + (
+            f": top-1 {100 * report['top1']:.2f}%" if "top1" in report else ""
+        )
+        if (folder / "confusion_matrix.png").is_file():
+            _copy(folder / "confusion_matrix.png", target)
+            figures.append((what, target))
+        elif "confusion_matrix" in report:
+            from .evaluate import plot_confusion
+
+            confusion = torch.tensor(report["confusion_matrix"])
+            classes = report.get("classes") or [str(i) for i in range(len(confusion))]
+            plot_confusion(confusion, classes, target, f"{what} ({report.get('images', '?')} images)")
+            figures.append((f"{what} (redrawn from eval.json)", target))
+    return figures
+
+
+def _copy(source: Path, target: Path) -> None:
+    if source.resolve() != target.resolve():
+        shutil.copyfile(source, target)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, json.JSONDecodeError):
+        return {}  # a damaged log only costs its figure
 
 
 def viz(
@@ -216,7 +265,8 @@ def viz(
     """Write every figure for a checkpoint into ``out_dir`` plus an ``index.md`` that lists them.
 
     Args:
-        checkpoint: a training checkpoint ``.pt`` or a ``save_pretrained`` directory.
+        checkpoint: a training checkpoint ``.pt`` (or a run directory: its ``best.pt``) or a ``save_pretrained``
+            directory; figures of the run it sits in are added (:func:`run_figures`).
         out_dir: the folder to fill (created if needed).
         blocks: block indices for the token-mixing figures; None for first, middle and last.
         max_units: units (and stem filters) per figure; 0 for all.
@@ -224,8 +274,10 @@ def viz(
     Returns:
         The figures written, in the order ``index.md`` lists them.
     """
-    loaded = load_model(checkpoint)
-    model = loaded.model
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir() and (checkpoint / "best.pt").is_file():  # a run directory, as `mlp-mixer eval` takes
+        checkpoint = checkpoint / "best.pt"
+    model = load_model(checkpoint).model
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     chosen = select_blocks(blocks, model.depth)
@@ -236,11 +288,8 @@ def viz(
     entries.append(
         ("Stem: per-patch linear embedding filters", plot_stem_filters(model, out_dir / "stem_filters.png", max_units))
     )
-    checkpoint = Path(checkpoint)
     run_dir = checkpoint if checkpoint.is_dir() else checkpoint.parent
-    for path in _run_figures(run_dir, out_dir):
-        if path not in [p for _, p in entries]:
-            entries.append((f"Training run: {path.stem.replace('_', ' ')}", path))
+    entries += run_figures(run_dir, out_dir)
 
     c = model.config()
     lines = [
@@ -251,10 +300,18 @@ def viz(
         f"({model.grid_size[0]}x{model.grid_size[1]} patches), {c['in_channels']} input channels.",
         "",
     ]
+    metrics = _read_json(run_dir / "metrics.json")
+    if metrics.get("best_val_top1") is not None:
+        lines += [
+            f"Run: best held-out top-1 {100 * metrics['best_val_top1']:.2f}% at epoch {metrics.get('best_epoch')}.",
+            "",
+        ]
+    if (run_dir / "log.csv").is_file():
+        _copy(run_dir / "log.csv", out_dir / "log.csv")
+        lines += ["Per-epoch log: [log.csv](log.csv).", ""]
     for caption, path in entries:
         lines += [f"## {caption}", "", f"![{caption}]({path.name})", ""]
-    index = out_dir / "index.md"
-    index.write_text("\n".join(lines))
+    _write_text_atomic(out_dir / "index.md", "\n".join(lines))
     return [p for _, p in entries]
 
 
