@@ -134,12 +134,15 @@ def test_per_block_features_match_a_manual_loop(tiny_config):
 
 
 def test_extract_features_batches_like_one_pass(tiny_model):
+    from mlp_mixer.data import TensorImages, to_input
+
     model = _randomize(tiny_model)
-    images = torch.randn(7, 3, 16, 16)
-    dataset = list(zip(images, range(7), strict=True))
-    feats, labels = extract_features(model, dataset, batch_size=3, block=0)
-    torch.testing.assert_close(feats, pooled_features(model, images, 0), rtol=1e-5, atol=1e-6)
-    assert labels.tolist() == list(range(7))
+    images = torch.randint(0, 256, (7, 1, 12, 12), dtype=torch.uint8)  # grayscale at another size: matched, resized
+    prep = Preprocessing(image_size=(16, 16), mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.4))
+    feats, labels, skipped = extract_features(model, TensorImages(images, torch.arange(7)), prep, batch_size=3, block=0)
+    expected = pooled_features(model, to_input(images, prep, 3, torch.device("cpu")), 0)
+    torch.testing.assert_close(feats, expected, rtol=1e-5, atol=1e-6)
+    assert labels.tolist() == list(range(7)) and skipped == []
 
 
 @pytest.fixture
@@ -200,12 +203,16 @@ def test_fewshot_on_an_image_folder(tmp_path):
             for i in range(count):
                 image = (level + 20 * torch.rand(3, 8, 8)).to(torch.uint8)
                 write_png(image, str(folder / f"{i}.png"))
-    report = fewshot(ckpt, tmp_path / "data", shots=[1, 3], seeds=2, progress=False)
+    report = fewshot(ckpt, tmp_path / "data", shots=[1, 3], seeds=2, progress=False, workers=0)
     assert report["num_classes"] == 2 and report["train_images"] == 6 and report["test_images"] == 8
     assert report["results"]["3"]["mean"] == 100.0  # dark vs light is linearly separable in any features
 
-    (tmp_path / "flat" / "dark").mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"must hold train/<class>/ and val/<class>/.*\['dark'\]"):
-        fewshot(ckpt, tmp_path / "flat", progress=False)
+    (tmp_path / "data" / "val" / "light" / "broken.png").write_bytes(b"not a png")
+    report = fewshot(ckpt, tmp_path / "data", shots=[3], seeds=1, progress=False, workers=0)
+    assert report["test_images"] == 8 and "broken.png: cannot decode" in report["skipped_images"][0]
+    with pytest.raises(ValueError, match="fewer than 4 shots"):
+        fewshot(ckpt, tmp_path / "data", shots=[4], seeds=1, progress=False, workers=0)
+    with pytest.raises(ValueError, match="--block 1 is out of range"):
+        fewshot(ckpt, tmp_path / "data", block=1, progress=False, workers=0)
     assert main(["fewshot", "--checkpoint", str(ckpt), "--data", str(tmp_path / "data"), "--shots", "1,x"]) == 2
-    assert main(["fewshot", "--checkpoint", str(ckpt), "--data", str(tmp_path / "data"), "--shots", "4"]) == 2
+    assert main(["fewshot", "--checkpoint", str(ckpt), "--data", str(tmp_path / "nowhere")]) == 2

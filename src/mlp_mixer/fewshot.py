@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .model import MLPMixer
 from .weights import Preprocessing, load_model
@@ -121,20 +121,6 @@ def pooled_features(model: MLPMixer, images: torch.Tensor, block: int | None = N
     return tokens.mean(dim=1)  # (B, S, C) -> (B, C)
 
 
-class _Transformed(Dataset):
-    """(uint8 image, label) pairs -> (model input, label)."""
-
-    def __init__(self, base: Any, transform: Any) -> None:
-        self.base, self.transform = base, transform
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image, label = self.base[index]
-        return self.transform(image), int(label)
-
-
 def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
     # bf16 only where it is native: CUDA with bf16 support, or a CPU with AVX512-BF16/AMX (elsewhere ~100x slower)
     if not amp:
@@ -159,72 +145,63 @@ def _cpu_has_native_bf16() -> bool:
 @torch.no_grad()
 def extract_features(
     model: MLPMixer,
-    dataset: Any,
+    dataset: Dataset,
+    preprocessing: Preprocessing,
     *,
     block: int | None = None,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
+    workers: int = 0,
     amp: bool = False,
     progress: bool = False,
     desc: str = "features",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features (N, C) in float32 and labels (N,) of a dataset of (model input, label), in dataset order.
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Features (N, C) in float32 and labels (N,) of a dataset of uint8 images, in dataset order.
+
+    Batches are read and preprocessed exactly as training and ``mlp-mixer eval`` read them
+    (:func:`mlp_mixer.data.iterate_batches`, :func:`mlp_mixer.data.to_input`), so the features are those of
+    the images the model was evaluated on.
 
     Args:
         model: the frozen Mixer (put in eval mode here).
-        dataset: anything a DataLoader takes that yields (image tensor, integer label).
+        dataset: yields (uint8 image (C, H, W), label), e.g. a split of :func:`mlp_mixer.data.load_splits`.
+        preprocessing: the checkpoint's scaling and size.
         block: which features, as in :func:`pooled_features`.
         batch_size: images per forward pass.
         device: where the model runs.
+        workers: DataLoader processes for image files.
         amp: bf16 autocast where it is native (CUDA, or a CPU with AVX512-BF16/AMX); features stay float32.
         progress: show a tqdm bar.
         desc: the bar's label.
+
+    Returns:
+        ``(features, labels, skipped)``; ``skipped`` lists image files that could not be decoded.
     """
     from tqdm import tqdm
 
+    from . import data as datalib
+
     device = torch.device(device)
     model.eval().to(device)
-    feats, labels = [], []
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    for images, targets in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    feats, labels, skipped = [], [], []
+    batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
+    for batch in tqdm(
+        datalib.iterate_batches(dataset, batches, workers, device),
+        total=len(batches),
+        desc=desc,
+        disable=not progress,
+        leave=False,
+    ):
+        skipped += batch.skipped
+        if len(batch.labels) == 0:
+            continue
+        x = datalib.to_input(batch.images, preprocessing, model.in_channels, device)
         with _autocast(device, amp):
-            feats.append(pooled_features(model, images.to(device), block).float().cpu())
-        labels.append(targets)
-    return torch.cat(feats), torch.cat(labels)
-
-
-def _embedded_splits(in_channels: int) -> tuple[Any, Any, list[str]]:
-    from .data import MNIST_CLASSES, embedded_mnist
-
-    train_x, train_y, val_x, val_y = embedded_mnist()
-    if in_channels != 1:  # grayscale digits for an RGB model: repeat the channel, as read_image does
-        train_x, val_x = (x.expand(-1, in_channels, -1, -1) for x in (train_x, val_x))
-    return list(zip(train_x, train_y, strict=True)), list(zip(val_x, val_y, strict=True)), MNIST_CLASSES
-
-
-def _folder_splits(root: Path, in_channels: int) -> tuple[Any, Any, list[str]]:
-    from torchvision.datasets import DatasetFolder
-
-    from .data import IMAGE_EXTENSIONS, read_image
-
-    if not root.is_dir():
-        raise FileNotFoundError(f"--data {root} is not a directory")
-    test_dir = next((root / name for name in ("val", "test") if (root / name).is_dir()), None)
-    if not (root / "train").is_dir() or test_dir is None:
-        raise ValueError(
-            f"--data {root} must hold train/<class>/ and val/<class>/ (or test/<class>/) image folders; "
-            f"found {sorted(p.name for p in root.iterdir() if p.is_dir()) or 'no subfolders'}"
-        )
-
-    def load(path: str) -> torch.Tensor:
-        return read_image(path, in_channels)
-
-    train, test = (DatasetFolder(str(d), loader=load, extensions=IMAGE_EXTENSIONS) for d in (root / "train", test_dir))
-    if train.classes != test.classes:
-        raise ValueError(
-            f"{root / 'train'} and {test_dir} have different class folders: {train.classes} vs {test.classes}"
-        )
-    return train, test, train.classes
+            feats.append(pooled_features(model, x, block).float().cpu())
+        labels.append(batch.labels.cpu())
+    if not feats:
+        raise ValueError(f"none of the {len(dataset)} images for {desc} could be read")
+    return torch.cat(feats), torch.cat(labels), skipped
 
 
 def _parse_ints(text: str, option: str) -> list[int]:
@@ -247,6 +224,7 @@ def fewshot(
     block: int | None = None,
     batch_size: int = 256,
     device: str | torch.device | None = None,
+    workers: int | None = None,
     amp: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -257,15 +235,19 @@ def fewshot(
     scored on all held-out images.
 
     Args:
-        checkpoint: a training checkpoint ``.pt`` or a ``save_pretrained`` directory.
-        data: an image folder with ``train/<class>/`` and ``val/<class>/`` (or ``test/``); None for the
-            embedded MNIST split (shots from its 4,000 training digits, accuracy on the 1,000 held out).
+        checkpoint: a training checkpoint ``.pt`` (or a run directory: its ``best.pt``) or a ``save_pretrained``
+            directory.
+        data: None for the embedded MNIST split (shots from its 4,000 training digits, accuracy on the 1,000
+            held out); or any data ``mlp-mixer train`` reads (:func:`mlp_mixer.data.load_splits`): an ImageFolder
+            root with ``train/`` and ``val/`` (or one folder of class folders, 10% per class held out with a fixed
+            seed), or a CIFAR-10/100 python folder (shots from train, accuracy on test).
         shots: images per class, e.g. (1, 5, 10) as in the paper.
         seeds: how many draws (seeds 0 .. seeds-1) per shot count; their spread is reported.
         l2_reg: the ridge penalty (big_vision's 2**10).
         block: features after this block (see :func:`pooled_features`); None for the pre-logits.
         batch_size: images per forward pass.
-        device: where the model runs; default CUDA when available, else CPU.
+        device: ``"auto"`` (default: CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda:1"``, ...
+        workers: DataLoader processes for image files; default min(4, CPUs).
         amp: bf16 autocast for the forward passes where it is native.
         progress: tqdm bars while embedding.
 
@@ -280,26 +262,30 @@ def fewshot(
         raise ValueError(f"seeds must be at least 1, got {seeds}")
     if l2_reg <= 0:
         raise ValueError(f"l2_reg must be positive, got {l2_reg}")
-    loaded = load_model(checkpoint)
+    from . import data as datalib
+    from .train import setup_device
+
+    path = Path(checkpoint)
+    if path.is_dir() and (path / "best.pt").is_file():  # a run directory, as `mlp-mixer eval` takes
+        path = path / "best.pt"
+    loaded = load_model(path)
     model = loaded.model
     if block is not None and not -model.depth <= block < model.depth:
-        raise ValueError(f"block {block} is out of range for a model with depth {model.depth}")
-    if data is None:
-        train, test, classes = _embedded_splits(model.in_channels)
-    else:
-        train, test, classes = _folder_splits(Path(data), model.in_channels)
-    from .data import eval_transform
-
+        raise ValueError(f"--block {block} is out of range for a model with depth {model.depth}")
     preprocessing = loaded.preprocessing
     if tuple(preprocessing.image_size) != tuple(model.image_size) or len(preprocessing.mean) != model.in_channels:
         # weights saved without their preprocessing: the official [-1, 1] scaling at the model's size
         half = (0.5,) * model.in_channels
         preprocessing = Preprocessing(image_size=model.image_size, mean=half, std=half)
-    transform = eval_transform(preprocessing)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    kwargs = dict(block=block, batch_size=batch_size, device=device, amp=amp, progress=progress)
-    train_x, train_y = extract_features(model, _Transformed(train, transform), desc="train features", **kwargs)
-    test_x, test_y = extract_features(model, _Transformed(test, transform), desc="test features", **kwargs)
+    splits = datalib.load_splits(data, in_channels=model.in_channels)
+    if splits.native_size is None:  # image files: resize and crop each as evaluation does
+        splits.train.transform = splits.val.transform = datalib.eval_geometry(preprocessing)
+    torch_device = setup_device(str(device or "auto"))
+    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    kwargs = dict(block=block, batch_size=batch_size, device=torch_device, workers=workers, amp=amp, progress=progress)
+    train_x, train_y, skipped = extract_features(model, splits.train, preprocessing, desc="train features", **kwargs)
+    test_x, test_y, skipped_test = extract_features(model, splits.val, preprocessing, desc="test features", **kwargs)
+    classes = splits.classes
 
     num_classes = len(classes)
     results = {}
@@ -320,6 +306,8 @@ def fewshot(
     return {
         "checkpoint": str(checkpoint),
         "data": str(data) if data is not None else "embedded MNIST (4,000 train / 1,000 held out)",
+        "skipped_images": sorted(set(skipped + skipped_test)),
+        "notes": list(splits.notes),
         "features": "pre-logits" if block is None else f"block {block}",
         "num_classes": num_classes,
         "train_images": len(train_y),
@@ -340,6 +328,9 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     for n, r in report["results"].items():
         lines.append(f"{n:>5}  {r['mean']:>8.2f} ± {r['std']:<6.2f}  {r['min']:>6.2f}  {r['max']:>6.2f}")
+    lines += [f"note: {note}" for note in report.get("notes", [])]
+    if report.get("skipped_images"):
+        lines.append(f"skipped {len(report['skipped_images'])} unreadable image(s), e.g. {report['skipped_images'][0]}")
     return "\n".join(lines)
 
 
@@ -359,14 +350,15 @@ def _write_json_atomic(obj: Any, path: Path) -> None:
 def add_fewshot_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="training checkpoint .pt or save_pretrained directory")
     parser.add_argument(
-        "--data", default=None, help="folder with train/<class>/ and val/<class>/ images (default: embedded MNIST)"
+        "--data", default=None, help="ImageFolder root (train/ and val/) or CIFAR folder (default: embedded MNIST)"
     )
     parser.add_argument("--shots", default="1,5,10", help="images per class, comma-separated (default: 1,5,10)")
     parser.add_argument("--seeds", type=int, default=5, help="draws per shot count (default: 5)")
     parser.add_argument("--l2-reg", type=float, default=L2_REG, help=f"ridge penalty (default: {L2_REG:g})")
     parser.add_argument("--block", type=int, default=None, help="features after this block (default: pre-logits)")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader processes for image files")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast where the hardware supports it natively")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON ('-': stdout)")
 
@@ -381,6 +373,7 @@ def run_fewshot(args: argparse.Namespace) -> int:
         block=args.block,
         batch_size=args.batch_size,
         device=args.device,
+        workers=args.workers,
         amp=args.amp,
     )
     if args.json == "-":
