@@ -348,7 +348,11 @@ def _write_json_atomic(obj: Any, path: Path) -> None:
 
 
 def add_fewshot_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint .pt or save_pretrained directory")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="training checkpoint .pt, run directory (its best.pt) or save_pretrained directory",
+    )
     parser.add_argument(
         "--data", default=None, help="ImageFolder root (train/ and val/) or CIFAR folder (default: embedded MNIST)"
     )

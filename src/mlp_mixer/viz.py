@@ -316,7 +316,11 @@ def viz(
 
 
 def add_viz_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint .pt or save_pretrained directory")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="training checkpoint .pt, run directory (its best.pt) or save_pretrained directory",
+    )
     parser.add_argument("out_dir", metavar="OUT_DIR", help="folder for the PNGs and index.md")
     parser.add_argument(
         "--blocks", default=None, help="token-mixing blocks to draw, e.g. 0,1,-1 (default: first, middle, last)"
