@@ -161,7 +161,7 @@ def format_predictions(predictions: list[Prediction]) -> str:
     lines = []
     for p in predictions:
         if p.error is not None:
-            lines.append(f"{p.path}: error: {p.error}")
+            lines.append(f"{p.path}: error: {p.error.removeprefix(f'{p.path}: ')}")  # read_image names the file too
         else:
             top = ", ".join(f"{c} ({prob:.4f})" for c, prob in zip(p.classes, p.probabilities, strict=True))
             lines.append(f"{p.path}: {top}")
