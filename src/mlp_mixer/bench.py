@@ -1,0 +1,959 @@
+"""``mlp-mixer bench``: speed and memory of our Mixer against timm, lucidrains' mlp-mixer-pytorch and the seed.
+
+Every peer is built with the same architecture and loaded with the same weights in one process (outputs are
+checked to agree), and timed interleaved: each repeat runs every model once, in a rotating order, so load from
+other processes on a shared machine slows them alike and the ratios stay fair. Numbers are medians over repeats.
+
+Tasks: ``infer`` (images/s at ``--batch-size``), ``latency`` (batch 1), ``train`` (forward, backward and an AdamW
+step at ``--batch-size``) and ``memory`` (peak memory of that training step, with and without activation
+checkpointing). Modes: ``eager`` fp32, ``compile`` (``torch.compile`` fp32; inductor freezing for inference),
+``bf16`` (autocast; only where bf16 is native, see :func:`native_bf16`) and ``int8``
+(:func:`mlp_mixer.quantize.quantize_dynamic_int8`, CPU only). Every model computes exact (erf) GELU, as the peers
+do; ours defaults to the official tanh form, which on CPU is slower.
+
+Achieved FLOP rates (``summary.count_macs``, training = 3x forward) are compared with this machine's GEMM rate on
+the model's own matrix shapes: the time the model's GEMMs alone take, back to back.
+
+Memory on CPU is the peak of live tensor bytes allocated during one training step above what was live before
+it (activations saved for backward, gradients, temporaries): every tensor an operator returns is counted until
+it is freed. It leaves out parameters and optimizer state allocated before the step, and scratch space inside
+kernels. On CUDA it is ``torch.cuda.max_memory_allocated`` above the allocation before the step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import functools
+import importlib.util
+import io
+import json
+import math
+import os
+import platform
+import statistics
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from tqdm import tqdm
+
+from .model import MLPMixer
+from .summary import count_macs
+from .variants import SEED, variant_config
+from .weights import _atomic_write, to_timm_state_dict
+
+MODELS = ("ours", "timm", "lucidrains", "seed")
+MODES = ("eager", "compile", "bf16", "int8")
+TASKS = ("infer", "latency", "train", "memory")
+# Besides the paper's variants: the seed's configuration (one layer at S/16's widths) and a size for smoke tests.
+CONFIGS: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        in_channels=3, dim=64, num_classes=10, patch_size=8, image_size=32, depth=2, token_dim=32, channel_dim=256
+    ),
+    "small": dict(SEED),
+}
+SEED_MIXER = Path(__file__).resolve().parents[2] / "benchmarks" / "seed_mixer.py"  # a baseline, not shipped
+
+
+@dataclass
+class Case:
+    """One block of the plan: every model x mode x task of one configuration."""
+
+    config: str
+    models: tuple[str, ...] = MODELS
+    modes: tuple[str, ...] = MODES
+    tasks: tuple[str, ...] = TASKS
+    repeats: int | None = None  # fewer timed calls for the largest sizes; None: the run's --repeats
+
+
+# The default run: every peer at the small size, then what the targets need at S/16 and B/16 (batch 32 at B/16
+# is ~0.8 TFLOP a call), sized so that a 2-core CPU finishes in about 10 minutes.
+DEFAULT_PLAN = (
+    Case("small", MODELS, ("eager", "bf16", "int8")),
+    Case("small", ("ours", "timm"), ("compile",), ("infer", "latency", "train")),
+    Case("S/16", MODELS, ("eager",), ("infer", "latency")),
+    Case("S/16", ("ours", "timm"), ("eager",), ("train", "memory"), repeats=3),
+    Case("S/16", ("ours", "timm"), ("bf16", "int8"), ("infer",)),
+    Case("B/16", ("ours", "timm"), ("eager", "compile", "bf16"), ("infer",), repeats=3),
+    Case("L/16", ("ours", "timm"), ("eager",), ("latency",), repeats=3),
+)
+
+
+@dataclass
+class Row:
+    """One measurement: a model in a mode doing a task, with its median and everything derived from it."""
+
+    config: str
+    model: str
+    mode: str
+    task: str
+    batch_size: int
+    status: str = "ok"  # or "skipped: <why>"
+    median_s: float | None = None
+    times_s: list[float] = field(default_factory=list)
+    first_call_s: float | None = None  # includes compilation for "compile"
+    images_per_s: float | None = None
+    gflops: float | None = None  # achieved, from counted MACs
+    gemm_fraction: float | None = None  # of this machine's GEMM rate on the model's shapes, same dtype
+    checkpointing: bool = False
+    peak_mib: float | None = None
+    max_abs_diff: float | None = None  # logits against ours, same weights, fp32 eager
+
+
+# ----------------------------------------------------------------------------------------------- the machine
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    path = Path("/proc/cpuinfo")
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_model() -> str:
+    path = Path("/proc/cpuinfo")
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 runs natively: CUDA with bf16 support, or a CPU with AVX512-BF16 or AMX.
+
+    On an AVX2-only CPU bf16 matmuls are emulated (~100x slower than fp32), so nothing turns bf16 on there.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu" or "AVX512" not in torch.backends.cpu.get_cpu_capability():
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """What the numbers depend on: CPU/GPU model, capability, threads, versions and the load average now."""
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for package in ("timm", "mlp_mixer_pytorch", "einops"):
+        with contextlib.suppress(Exception):
+            from importlib.metadata import version
+
+            versions[package] = version(package.replace("_", "-"))
+    flags = cpu_flags()
+    return {
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile", "amx_int8", "avx512f"}),
+        "native_bf16": native_bf16(device),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "versions": versions,
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is an error a person can act on."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return device
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ------------------------------------------------------------------------------------------------ the models
+
+
+def bench_config(name: str) -> dict[str, Any]:
+    """Constructor arguments for a configuration name: ``tiny``, ``small`` (the seed's) or a paper variant."""
+    return dict(CONFIGS[name]) if name in CONFIGS else variant_config(name)
+
+
+def _load_seed_module() -> Any:
+    if not SEED_MIXER.exists():
+        raise FileNotFoundError(f"{SEED_MIXER} (the seed baseline lives in the repository, not the package)")
+    spec = importlib.util.spec_from_file_location("seed_mixer", SEED_MIXER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def to_lucidrains_state_dict(model: MLPMixer) -> dict[str, torch.Tensor]:
+    """Our weights in the layout of ``mlp_mixer_pytorch.MLPMixer`` (an ``nn.Sequential``, indexed keys).
+
+    Its stem is a Linear on (p1 p2 c)-ordered patches and its token mixing a kernel-1 Conv1d, so the stem kernel
+    is permuted and the token-mixing weights gain a trailing axis.
+    """
+    state, depth = model.state_dict(), model.depth
+    out = {
+        "1.weight": state["stem.weight"].permute(0, 2, 3, 1).reshape(model.dim, -1),  # (C, c, p, p) -> (C, p p c)
+        "1.bias": state["stem.bias"],
+        f"{depth + 2}.weight": state["pre_head_layer_norm.weight"],
+        f"{depth + 2}.bias": state["pre_head_layer_norm.bias"],
+        f"{depth + 4}.weight": state["head.weight"],
+        f"{depth + 4}.bias": state["head.bias"],
+    }
+    for i in range(depth):
+        for j, (norm, mlp) in enumerate([("norm1", "token_mixing"), ("norm2", "channel_mixing")]):
+            prefix, ours = f"{i + 2}.{j}.", f"blocks.{i}."
+            for kind in ("weight", "bias"):
+                out[prefix + f"norm.{kind}"] = state[ours + f"{norm}.{kind}"]
+                for k, fc in ((0, "fc1"), (3, "fc2")):
+                    value = state[ours + f"{mlp}.{fc}.{kind}"]
+                    out[prefix + f"fn.{k}.{kind}"] = (
+                        value[..., None] if mlp == "token_mixing" and kind == "weight" else value
+                    )
+    return out
+
+
+def _peer(name: str, ours: MLPMixer) -> nn.Module:
+    """A peer built to ``ours``'s sizes, loaded with its weights; every LayerNorm uses the official eps 1e-6."""
+    c = ours.config()
+    h, w = c["image_size"]
+    if name == "timm":
+        from timm.models.mlp_mixer import MlpMixer
+
+        model = MlpMixer(
+            num_classes=c["num_classes"],
+            img_size=(h, w),
+            in_chans=c["in_channels"],
+            patch_size=c["patch_size"],
+            num_blocks=c["depth"],
+            embed_dim=c["dim"],
+            mlp_ratio=(c["token_dim"] / c["dim"], c["channel_dim"] / c["dim"]),
+        )
+        state = to_timm_state_dict(ours)
+    elif name == "lucidrains":
+        from mlp_mixer_pytorch import MLPMixer as LucidrainsMixer
+
+        # Its expansion_factor sizes the token MLP and expansion_factor_token the channel MLP (the names read
+        # the other way round), so both are set to the paper's widths explicitly.
+        model = LucidrainsMixer(
+            image_size=(h, w),
+            channels=c["in_channels"],
+            patch_size=c["patch_size"],
+            dim=c["dim"],
+            depth=c["depth"],
+            num_classes=c["num_classes"],
+            expansion_factor=c["token_dim"] / c["dim"],
+            expansion_factor_token=c["channel_dim"] / c["dim"],
+        )
+        state = to_lucidrains_state_dict(ours)
+    elif name == "seed":
+        if h != w:
+            raise ValueError(f"the seed's Mixer takes square images only, got image_size {(h, w)}")
+        seed = _load_seed_module()
+        keys = ("in_channels", "dim", "num_classes", "patch_size", "depth", "token_dim", "channel_dim")
+        model = seed.MLPMixer(image_size=h, **{k: c[k] for k in keys})
+        state = seed.to_seed_state_dict(ours.state_dict())
+    else:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODELS)}")
+    model.load_state_dict(state)
+    for module in model.modules():
+        if isinstance(module, nn.LayerNorm):
+            module.eps = 1e-6
+    return model
+
+
+def build_models(
+    config: dict[str, Any], names: Iterable[str], device: torch.device, seed: int = 0
+) -> tuple[dict[str, nn.Module], dict[str, str]]:
+    """Our Mixer and the named peers with the same weights, in eval mode on ``device``.
+
+    Returns:
+        The models, and for each peer that could not be built (package missing) why it is skipped.
+    """
+    torch.manual_seed(seed)
+    ours = MLPMixer(**{**config, "gelu": "exact"})
+    with torch.no_grad():  # the official init zeroes the head and biases, which would hide a mis-mapped weight
+        if isinstance(ours.head, nn.Linear):
+            nn.init.normal_(ours.head.weight, std=ours.dim**-0.5)
+        for p in ours.parameters():
+            if p.ndim == 1:
+                p.add_(torch.randn(p.shape) * 0.1)
+    models, skipped = {}, {}
+    for name in names:
+        try:
+            models[name] = ours if name == "ours" else _peer(name, ours)
+        except (ImportError, FileNotFoundError) as err:
+            skipped[name] = f"skipped: {err}"
+    return {k: m.to(device).eval() for k, m in models.items()}, skipped
+
+
+# --------------------------------------------------------------------------------------- modes and measuring
+
+
+def _autocast(mode: str, device: torch.device) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=torch.bfloat16) if mode == "bf16" else contextlib.nullcontext()
+
+
+def mode_skip_reason(mode: str, task: str, device: torch.device) -> str | None:
+    """Why a mode cannot run a task here, or None; ``""`` for pairs that mean nothing (int8 training)."""
+    if (mode == "int8" and task in ("train", "memory")) or (mode != "eager" and task == "memory"):
+        return ""  # int8 is for inference; memory is measured in eager fp32
+    if mode == "bf16" and not native_bf16(device):
+        capability = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else device.type
+        return f"skipped: no native bf16 ({capability}; bf16 would be emulated, ~100x slower)"
+    if mode == "int8" and device.type != "cpu":
+        return "skipped: int8 dynamic quantization runs on CPU only"
+    return None
+
+
+def inference_runner(model: nn.Module, mode: str, device: torch.device, x: torch.Tensor) -> Callable[[], Any]:
+    """A no-argument call that runs one forward pass of ``model`` in ``mode`` on ``x``."""
+    if mode == "int8":
+        from .quantize import quantize_dynamic_int8  # written alongside; a missing module skips the mode
+
+        model = quantize_dynamic_int8(model)
+    if mode == "compile":
+        compiled = torch.compile(model, dynamic=False)
+
+        def run() -> Any:
+            # Freezing folds the weights into the graph as constants (prepacked for oneDNN on CPU).
+            with torch.inference_mode(), torch._inductor.config.patch(freezing=True):
+                return compiled(x)
+
+        return run
+
+    def run() -> Any:
+        with torch.inference_mode(), _autocast(mode, device):
+            return model(x)
+
+    return run
+
+
+def train_runner(
+    model: nn.Module, mode: str, device: torch.device, x: torch.Tensor, y: torch.Tensor
+) -> Callable[[], Any]:
+    """A no-argument call that runs one training step: forward, cross-entropy, backward, AdamW step."""
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    forward = torch.compile(model, dynamic=False) if mode == "compile" else model
+
+    def step() -> None:
+        with _autocast(mode, device):
+            loss = nn.functional.cross_entropy(forward(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+class TensorMemory(TorchDispatchMode):
+    """Counts the bytes of every tensor an operator returns until it is freed; ``peak`` is the most at once.
+
+    Storages already live when the mode starts (parameters, optimizer state) and outputs that alias an input
+    (views, in-place ops) are not counted.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+        self._refs: dict[int, weakref.ref] = {}
+
+    def _release(self, key: int, nbytes: int) -> Callable[[Any], None]:
+        def release(_: Any) -> None:
+            self.live -= nbytes
+            self._refs.pop(key, None)
+
+        return release
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch's signature
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage()._cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for tensor in tree_leaves(out):
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            storage = tensor.untyped_storage()
+            key = storage._cdata
+            if key in inputs or key in self._refs:
+                continue
+            nbytes = storage.nbytes()
+            self._refs[key] = weakref.ref(storage, self._release(key, nbytes))
+            self.live += nbytes
+            self.peak = max(self.peak, self.live)
+        return out
+
+
+def peak_memory(step: Callable[[], Any], device: torch.device) -> int:
+    """Peak bytes allocated during ``step()`` above what was allocated before it (see the module docstring)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    with TensorMemory() as tracker:
+        step()
+    return tracker.peak
+
+
+def time_interleaved(
+    calls: dict[str, Callable[[], Any]], repeats: int, device: torch.device, progress: tqdm | None = None
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """First-call seconds and ``repeats`` timed calls of each, every repeat running all of them in turn.
+
+    The order rotates each repeat, so no model always runs right after the same neighbour.
+    """
+    first, times = {}, {name: [] for name in calls}
+
+    def timed(fn: Callable[[], Any]) -> float:
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        return time.perf_counter() - start
+
+    for name, fn in calls.items():
+        first[name] = timed(fn)
+        if progress is not None:
+            progress.update()
+    names = list(calls)
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            times[name].append(timed(calls[name]))
+            if progress is not None:
+                progress.update()
+    return first, times
+
+
+def gemm_rate(config: dict[str, Any], batch_size: int, dtype: torch.dtype, device: torch.device, repeats: int) -> float:
+    """FLOP/s of this machine on the model's own GEMMs: total FLOPs over the summed median time of each.
+
+    Channel mixing is ``(B*S, C) @ (C, D_C)`` and back; token mixing the batched ``(D_S, S) @ (S, C)`` and back,
+    as the model computes them.
+    """
+    h, w = (config["image_size"],) * 2 if isinstance(config["image_size"], int) else config["image_size"]
+    s = (h // config["patch_size"]) * (w // config["patch_size"])
+    c, ds, dc, b = config["dim"], config["token_dim"], config["channel_dim"], batch_size
+    generator = torch.Generator().manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator).to(device, dtype)
+
+    shapes = [(b * s, c, dc), (b * s, dc, c)]
+    calls = {f"mm{i}": functools.partial(torch.mm, rand(m, k), rand(k, n)) for i, (m, k, n) in enumerate(shapes)}
+    flops = sum(2 * m * k * n for m, k, n in shapes)
+    for i, (m, k) in enumerate([(ds, s), (s, ds)]):
+        calls[f"bmm{i}"] = functools.partial(torch.bmm, rand(m, k).expand(b, -1, -1), rand(b, k, c))
+        flops += 2 * b * m * k * c
+    _, times = time_interleaved(calls, repeats, device)
+    return flops / sum(statistics.median(t) for t in times.values())
+
+
+# -------------------------------------------------------------------------------------------------- the run
+
+
+def plan_from_filters(
+    configs: list[str] | None, models: list[str] | None, modes: list[str] | None, tasks: list[str] | None
+) -> tuple[Case, ...]:
+    """The default plan, or the full product of whatever was filtered (unfiltered axes take every value)."""
+    for given, valid, option in ((models, MODELS, "--models"), (modes, MODES, "--modes"), (tasks, TASKS, "--tasks")):
+        unknown = sorted(set(given or ()) - set(valid))
+        if unknown:
+            raise ValueError(f"{option}: unknown {', '.join(unknown)}; expected some of {', '.join(valid)}")
+    for name in configs or ():
+        bench_config(name)  # raises ValueError naming the valid variants
+    if not any((configs, models, modes, tasks)):
+        return DEFAULT_PLAN
+    return tuple(
+        Case(name, tuple(models or MODELS), tuple(modes or MODES), tuple(tasks or TASKS))
+        for name in configs or dict.fromkeys(case.config for case in DEFAULT_PLAN)
+    )
+
+
+def _images(config: dict[str, Any], batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    h, w = (config["image_size"],) * 2 if isinstance(config["image_size"], int) else config["image_size"]
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, config["in_channels"], h, w, generator=generator)
+    y = torch.randint(0, max(config["num_classes"], 1), (batch_size,), generator=generator)
+    return x.to(device), y.to(device)
+
+
+def run_case(
+    case: Case, device: torch.device, batch_size: int, repeats: int, progress: tqdm | None = None
+) -> list[Row]:
+    """Measure one configuration: check the peers agree, then each task and mode with the models interleaved."""
+    repeats = case.repeats or repeats
+    config = bench_config(case.config)
+    models, skipped = build_models(config, case.models, device)
+    rows = [Row(case.config, name, mode, task, batch_size, status) for name, status in skipped.items()
+            for task in case.tasks for mode in case.modes]  # fmt: skip
+    with torch.device("meta"):  # counting needs shapes only
+        skeleton = MLPMixer(**config)
+    macs = count_macs(skeleton, (1, config["in_channels"], *skeleton.image_size))[""]
+    rates: dict[tuple[int, torch.dtype], float] = {}
+    x_check, _ = _images(config, 2, device)
+    with torch.inference_mode():
+        reference = models["ours"](x_check).float() if "ours" in models else None
+        diffs = {n: (m(x_check).float() - reference).abs().max().item() if reference is not None else None
+                 for n, m in models.items()}  # fmt: skip
+
+    for task in case.tasks:
+        batch = 1 if task == "latency" else batch_size
+        x, y = _images(config, batch, device)
+        for mode in case.modes:
+            reason = mode_skip_reason(mode, task, device)
+            if reason is not None:
+                rows += [Row(case.config, n, mode, task, batch, reason) for n in models if reason]
+                continue
+            if task == "memory":
+                rows += _memory_rows(case.config, models, x, y, device)
+                continue
+            calls = {}
+            for name, model in models.items():
+                try:
+                    if task == "train":
+                        calls[name] = train_runner(model, mode, device, x, y)
+                    else:
+                        calls[name] = inference_runner(model, mode, device, x)
+                except ImportError as err:
+                    rows.append(Row(case.config, name, mode, task, batch, f"skipped: {err}"))
+            first, times = time_interleaved(calls, repeats, device, progress)
+            for model in models.values():
+                model.eval()
+            dtype = torch.bfloat16 if mode == "bf16" else torch.float32
+            if (batch, dtype) not in rates:
+                rates[batch, dtype] = gemm_rate(config, batch, dtype, device, max(repeats // 2, 1))
+            flops = 2 * macs * batch * (3 if task == "train" else 1)
+            for name in calls:
+                median = statistics.median(times[name])
+                rows.append(
+                    Row(
+                        case.config, name, mode, task, batch,
+                        median_s=median, times_s=times[name], first_call_s=first[name],
+                        images_per_s=batch / median, gflops=flops / median / 1e9,
+                        gemm_fraction=flops / median / rates[batch, dtype], max_abs_diff=diffs.get(name),
+                    )
+                )  # fmt: skip
+    torch._dynamo.reset()  # compiled graphs of this size are not needed again
+    return rows
+
+
+def _memory_rows(
+    config: str, models: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, device: torch.device
+) -> list[Row]:
+    rows = []
+    for name, model in models.items():
+        for checkpointing in (False, True):
+            if checkpointing and not hasattr(model, "set_grad_checkpointing"):
+                continue
+            if hasattr(model, "set_grad_checkpointing"):
+                model.set_grad_checkpointing(checkpointing)
+            step = train_runner(model, "eager", device, x, y)
+            step()  # the optimizer's state is allocated in the first step, not counted as the step's memory
+            peak = peak_memory(step, device)
+            rows.append(
+                Row(config, name, "eager", "memory", len(x), checkpointing=checkpointing, peak_mib=peak / 2**20)
+            )
+        if hasattr(model, "set_grad_checkpointing"):
+            model.set_grad_checkpointing(False)
+        model.eval()
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------- the targets
+
+# name, what is compared, required ratio, preferred configurations (first one measured is used)
+TARGETS = (
+    ("eager_vs_timm", "eager fp32 inference, ours vs timm (x faster)", 1.10, ("S/16", "B/16", "small", "tiny")),
+    ("compile_vs_timm", "torch.compile inference, ours vs timm (x faster)", 1.0, ("B/16", "S/16", "small", "tiny")),
+    ("compile_gemm", "torch.compile inference, fraction of fp32 GEMM rate", 0.90, ("B/16", "S/16", "small", "tiny")),
+    ("bf16_vs_fp32", "bf16 autocast vs our eager fp32 inference (x faster)", 2.0, ("B/16", "S/16", "small", "tiny")),
+    ("train_vs_timm", "training step, ours vs timm (x faster)", 1.10, ("S/16", "B/16", "small", "tiny")),
+    ("checkpointing", "activation checkpointing: cut in peak training memory", 0.40, ("S/16", "B/16", "small", "tiny")),
+)
+
+
+def _find(rows: list[Row], config: str, model: str, mode: str, task: str, checkpointing: bool = False) -> Row | None:
+    for row in rows:
+        key = (row.config, row.model, row.mode, row.task, row.checkpointing)
+        if key == (config, model, mode, task, checkpointing) and row.status == "ok":
+            return row
+    return None
+
+
+def check_targets(rows: list[Row], machine: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target's measured value at the first preferred configuration that has both sides, and the gap."""
+    results = []
+    for name, description, required, configs in TARGETS:
+        measured, where = None, None
+        for config in configs:
+            if name == "eager_vs_timm":
+                a, b = _find(rows, config, "ours", "eager", "infer"), _find(rows, config, "timm", "eager", "infer")
+            elif name == "compile_vs_timm":
+                a, b = _find(rows, config, "ours", "compile", "infer"), _find(rows, config, "timm", "compile", "infer")
+            elif name == "compile_gemm":
+                a = b = _find(rows, config, "ours", "compile", "infer")
+            elif name == "bf16_vs_fp32":
+                a, b = _find(rows, config, "ours", "bf16", "infer"), _find(rows, config, "ours", "eager", "infer")
+            elif name == "train_vs_timm":
+                a, b = _find(rows, config, "ours", "eager", "train"), _find(rows, config, "timm", "eager", "train")
+            else:
+                b, a = (
+                    _find(rows, config, "ours", "eager", "memory"),
+                    _find(rows, config, "ours", "eager", "memory", True),
+                )
+            if a is not None and b is not None:
+                if name == "compile_gemm":
+                    measured = a.gemm_fraction
+                elif name == "checkpointing":
+                    measured = 1 - a.peak_mib / b.peak_mib
+                else:
+                    measured = b.median_s / a.median_s
+                where = config
+                break
+        if measured is None:
+            status = "skipped: no native bf16" if name == "bf16_vs_fp32" and not machine["native_bf16"] else "not run"
+        elif measured >= required:
+            status = "met"
+        else:
+            status = f"missed by {(required - measured) / required:.0%}"
+        results.append(dict(target=name, description=description, config=where, required=required,
+                            measured=measured, status=status))  # fmt: skip
+    return results
+
+
+# ------------------------------------------------------------------------------------------------- scaling
+
+
+def scaling(
+    resolutions: Iterable[int] = (64, 128, 224, 320, 448),
+    device: str | torch.device = "auto",
+    batch_size: int = 4,
+    repeats: int = 3,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Mixer-B/16 against timm's ViT-B/16 as the image grows: counted MACs, inference time, activation memory.
+
+    The paper's claim: Mixer's cost is linear in the number of patches S (token mixing is an S x D_S matrix),
+    attention's quadratic. ``exponent`` is the measured log-log slope between the two largest sizes (1 = linear,
+    2 = quadratic). timm's ViT uses fused attention (``F.scaled_dot_product_attention``), which never stores the
+    S x S matrix, so its memory may stay close to linear while its compute does not.
+
+    Args:
+        resolutions: square image sizes, multiples of 16.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        batch_size: images per call; memory is per image, of one forward pass with autograd recording.
+        repeats: timed calls per model per size (interleaved, medians reported).
+        progress: show a tqdm bar.
+    """
+    import timm
+
+    resolutions = list(resolutions)
+    bad = [r for r in resolutions if r <= 0 or r % 16]
+    if bad:
+        raise ValueError(f"--resolutions must be positive multiples of 16 (the patch size), got {bad}")
+    device = resolve_device(device) if isinstance(device, str) else device
+    machine = machine_info(device)
+    points = []
+    for size in tqdm(resolutions, desc="scaling", unit="size", disable=not progress):
+        torch.manual_seed(0)
+        models = {
+            "Mixer-B/16": MLPMixer(**variant_config("B/16", image_size=size, gelu="exact")),
+            "ViT-B/16": timm.create_model("vit_base_patch16_224", pretrained=False, img_size=size),
+        }
+        x, _ = _images(bench_config("B/16") | {"image_size": size}, batch_size, device)
+        calls = {}
+        for name, model in models.items():
+            fused = [m for m in model.modules() if getattr(m, "fused_attn", False)]
+            for m in fused:  # the flop counter has no formula for CPU fused attention: count the plain matmuls
+                m.fused_attn = False
+            macs = count_macs(model, (1, 3, size, size))[""]
+            for m in fused:
+                m.fused_attn = True
+            model.to(device).eval()
+            calls[name] = inference_runner(model, "eager", device, x)
+            points.append(dict(model=name, image_size=size, patches=(size // 16) ** 2, gmacs=macs / 1e9))
+        _, times = time_interleaved(calls, repeats, device)
+        for point in points[-len(models) :]:
+            model = models[point["model"]].train()
+            point["ms_per_image"] = statistics.median(times[point["model"]]) / batch_size * 1e3
+            # What a training forward holds for backward: peak tensor memory of the forward pass with autograd.
+            point["activation_mib"] = peak_memory(functools.partial(model, x), device) / 2**20 / batch_size
+        del models, calls
+    for name in dict.fromkeys(p["model"] for p in points):
+        mine = [p for p in points if p["model"] == name]
+        if len(mine) >= 2:
+            a, b = mine[-2], mine[-1]
+            ratio = math.log(b["patches"] / a["patches"])
+            for key in ("gmacs", "ms_per_image", "activation_mib"):
+                b[f"exponent_{key}"] = math.log(b[key] / a[key]) / ratio
+    machine["loadavg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return {"machine": machine, "batch_size": batch_size, "repeats": repeats, "points": points}
+
+
+def format_scaling(result: dict[str, Any]) -> str:
+    lines = [
+        "| model | image | patches | GMACs/image | ms/image | activation MiB/image |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for p in result["points"]:
+        lines.append(
+            f"| {p['model']} | {p['image_size']} | {p['patches']} | {p['gmacs']:.1f} | {p['ms_per_image']:.1f}"
+            f" | {p['activation_mib']:.1f} |"
+        )
+    for p in result["points"]:
+        if "exponent_gmacs" in p:
+            lines.append(
+                f"\n{p['model']}: growth exponent in S between the two largest sizes (1 linear, 2 quadratic):"
+                f" MACs {p['exponent_gmacs']:.2f}, time {p['exponent_ms_per_image']:.2f},"
+                f" memory {p['exponent_activation_mib']:.2f}"
+            )
+    return "\n".join(lines)
+
+
+def plot_scaling(result: dict[str, Any], path: Path) -> Path:
+    """Three panels against the number of patches: counted GMACs, measured ms/image, activation memory."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("gmacs", "GMACs / image (counted)"), ("ms_per_image", "ms / image (measured)"),
+              ("activation_mib", "activations MiB / image (training forward)")]  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        for name in dict.fromkeys(p["model"] for p in result["points"]):
+            mine = [p for p in result["points"] if p["model"] == name]
+            ax.plot([p["patches"] for p in mine], [p[key] for p in mine], "o-", label=name)
+        ax.set_xlabel("patches S (image size / 16)^2", fontsize=8)
+        ax.set_title(label, fontsize=9)
+    axes[0].legend(fontsize=8)
+    machine = result["machine"]
+    fig.suptitle(f"{machine['gpu'] or machine['cpu']}, {machine['threads']} threads", fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return _atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+# ------------------------------------------------------------------------------------------------ reporting
+
+
+def format_rows(rows: list[Row]) -> str:
+    """A Markdown table of the measurements (skipped ones included, with why)."""
+    lines = [
+        "| config | model | mode | task | batch | median ms | images/s | GFLOP/s | of GEMM | peak MiB | max diff |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def fmt(value: float | None, spec: str) -> str:
+        return "" if value is None else format(value, spec)
+
+    for r in rows:
+        if r.status != "ok":
+            lines.append(f"| {r.config} | {r.model} | {r.mode} | {r.task} | {r.batch_size} | {r.status} ||||||")
+            continue
+        task = r.task + (" (checkpointing)" if r.checkpointing else "")
+        lines.append(
+            f"| {r.config} | {r.model} | {r.mode} | {task} | {r.batch_size}"
+            f" | {fmt(r.median_s and r.median_s * 1e3, '.1f')} | {fmt(r.images_per_s, '.1f')}"
+            f" | {fmt(r.gflops, '.1f')} | {fmt(r.gemm_fraction, '.0%')}"
+            f" | {fmt(r.peak_mib, '.0f')} | {fmt(r.max_abs_diff, '.1e')} |"
+        )
+    return "\n".join(lines)
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The machine, the measurements and the targets, as printed by ``mlp-mixer bench``."""
+    m = result["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    header = (
+        f"{m['gpu'] or m['cpu']} ({m['cpu_capability']}, flags: {' '.join(m['cpu_bf16_flags']) or 'none'}, "
+        f"native bf16: {m['native_bf16']}), {m['threads']} threads of {m['cores']} cores; {versions}; "
+        f"load average {m['loadavg']} before, {m['loadavg_after']} after; {m['seconds']} s; "
+        f"batch {result['batch_size']}, medians of {result['repeats']} timed calls (fewer where the plan says)"
+    )
+    rows = [Row(**r) for r in result["rows"]]
+    return f"{header}\n\n{format_rows(rows)}\n\n{format_targets(result['targets'])}"
+
+
+def format_targets(targets: list[dict[str, Any]]) -> str:
+    lines = ["| target | config | required | measured | status |", "|---|---|---:|---:|---|"]
+    for t in targets:
+        measured = "" if t["measured"] is None else f"{t['measured']:.2f}"
+        lines.append(f"| {t['description']} | {t['config'] or ''} | {t['required']:.2f} | {measured} | {t['status']} |")
+    return "\n".join(lines)
+
+
+def _write_text(path: Path, text: str) -> Path:
+    return _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def write_results(result: dict[str, Any], output: str | Path, stem: str, plot: bool = True) -> list[Path]:
+    """``<stem>.json`` (everything), ``.csv`` (one line per row), ``.md`` (the tables) and ``.png`` (images/s)."""
+    output = Path(output)
+    paths = [_write_text(output / f"{stem}.json", json.dumps(result, indent=1) + "\n")]
+    paths.append(_write_text(output / f"{stem}.md", format_report(result) + "\n"))
+    buffer = io.StringIO()
+    names = [f for f in Row.__dataclass_fields__ if f != "times_s"]
+    writer = csv.DictWriter(buffer, fieldnames=names, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(result["rows"])
+    paths.append(_write_text(output / f"{stem}.csv", buffer.getvalue()))
+    if plot:
+        paths.append(plot_results(result, output / f"{stem}.png"))
+    return paths
+
+
+def plot_results(result: dict[str, Any], path: Path) -> Path:
+    """One panel per (config, task): images/s of each model in each mode, grouped bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if r["status"] == "ok" and r["images_per_s"]]
+    panels = list(dict.fromkeys((r["config"], r["task"]) for r in rows))
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(3.2 * max(len(panels), 1), 3.6), squeeze=False)
+    for ax, (config, task) in zip(axes[0], panels, strict=False):
+        here = [r for r in rows if (r["config"], r["task"]) == (config, task)]
+        modes = list(dict.fromkeys(r["mode"] for r in here))
+        models = list(dict.fromkeys(r["model"] for r in here))
+        width = 0.8 / len(models)
+        for j, model in enumerate(models):
+            values = [
+                next((r["images_per_s"] for r in here if (r["model"], r["mode"]) == (model, m)), 0) for m in modes
+            ]
+            ax.bar([i + j * width for i in range(len(modes))], values, width, label=model)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(modes))], modes, fontsize=8)
+        ax.set_title(f"{config} {task} (batch {here[0]['batch_size']})", fontsize=9)
+        ax.set_ylabel("images/s", fontsize=8)
+    if panels:
+        axes[0][0].legend(fontsize=7)
+    machine = result["machine"]
+    fig.suptitle(
+        f"{machine['gpu'] or machine['cpu']}, {machine['threads']} threads, torch {torch.__version__}", fontsize=9
+    )
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return _atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def benchmark(
+    plan: Iterable[Case],
+    device: str | torch.device = "auto",
+    batch_size: int = 32,
+    repeats: int = 5,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run a plan; returns machine info (load before and after), every row, the GEMM rates and the targets.
+
+    Args:
+        plan: the cases to measure, e.g. ``DEFAULT_PLAN`` or ``plan_from_filters(...)``.
+        device: ``"auto"`` (CUDA if present), ``"cpu"`` or ``"cuda"``.
+        batch_size: images per call for ``infer``, ``train`` and ``memory`` (``latency`` uses 1).
+        repeats: timed calls per model, after one untimed first call; medians are reported.
+        progress: show a tqdm bar of timed calls.
+    """
+    if batch_size < 1 or repeats < 1:
+        raise ValueError(f"--batch-size and --repeats must be at least 1, got {batch_size} and {repeats}")
+    device = resolve_device(device) if isinstance(device, str) else device
+    plan = tuple(plan)
+    machine = machine_info(device)
+    total = sum(
+        len(c.models) * len(c.modes) * len(set(c.tasks) - {"memory"}) * ((c.repeats or repeats) + 1) for c in plan
+    )
+    rows: list[Row] = []
+    start = time.perf_counter()
+    with tqdm(total=total, desc="bench", unit="call", disable=not progress) as bar:
+        for case in plan:
+            bar.set_postfix_str(case.config)
+            rows += run_case(case, device, batch_size, repeats, bar)
+    machine["loadavg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    machine["seconds"] = round(time.perf_counter() - start, 1)
+    return {
+        "machine": machine,
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "plan": [asdict(c) for c in plan],
+        "rows": [asdict(r) for r in rows],
+        "targets": check_targets(rows, machine),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(size) for size in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated image sizes like 64,224,448, got {text!r}"
+        ) from None
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="a tiny configuration, 2 repeats: a smoke test")
+    parser.add_argument(
+        "--configs", type=_names, help="comma-separated: tiny, small (the seed's), S/16, B/16, L/16, ..."
+    )
+    parser.add_argument("--models", type=_names, help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument("--modes", type=_names, help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--tasks", type=_names, help=f"comma-separated, of {', '.join(TASKS)}")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per call for infer/train/memory")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per model (medians are reported)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--output", default="benchmarks/results", help="directory for JSON, CSV and PNG")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
+    parser.add_argument(
+        "--scaling", action="store_true", help="instead: Mixer-B/16 vs ViT-B/16 against image size (batch 4)"
+    )
+    parser.add_argument("--resolutions", type=_sizes, default=[64, 128, 224, 320, 448], help="for --scaling")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.scaling:
+        result = scaling(args.resolutions, args.device, 1 if args.quick else 4, min(args.repeats, 3))
+        stem = f"scaling_{result['machine']['device'].split(':')[0]}" + ("_quick" if args.quick else "")
+        path = _write_text(Path(args.output) / f"{stem}.json", json.dumps(result, indent=1) + "\n")
+        paths = [path] + ([] if args.no_plot else [plot_scaling(result, Path(args.output) / f"{stem}.png")])
+        print(format_scaling(result))
+        print("written: " + ", ".join(str(p) for p in paths))
+        return 0
+    if args.quick:
+        plan = plan_from_filters(args.configs or ["tiny"], args.models, args.modes, args.tasks)
+        batch_size, repeats = min(args.batch_size, 4), min(args.repeats, 2)
+    else:
+        plan = plan_from_filters(args.configs, args.models, args.modes, args.tasks)
+        batch_size, repeats = args.batch_size, args.repeats
+    result = benchmark(plan, args.device, batch_size, repeats)
+    stem = f"bench_{result['machine']['device'].split(':')[0]}" + ("_quick" if args.quick else "")
+    paths = write_results(result, args.output, stem, plot=not args.no_plot)
+    print(format_report(result))
+    print("written: " + ", ".join(str(p) for p in paths))
+    return 0
