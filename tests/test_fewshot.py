@@ -176,7 +176,11 @@ def test_fewshot_command_end_to_end(mnist_checkpoint, mnist_split, tmp_path, cap
     assert set(report["results"]) == {"1", "10"}
     for r in report["results"].values():
         acc = np.array(r["accuracies"])
-        assert len(acc) == 3 and np.isclose(r["mean"], acc.mean()) and np.isclose(r["std"], acc.std(ddof=1))
+        assert (
+            len(acc) == 3
+            and np.isclose(r["mean"], acc.mean(), atol=1e-4)
+            and np.isclose(r["std"], acc.std(ddof=1), atol=1e-4)
+        )
         assert r["min"] <= r["mean"] <= r["max"] and r["max"] > r["min"]  # seeds draw different shots
         assert f"{r['mean']:.2f} ± {r['std']:.2f}" in printed
     # Even random features carry digit identity: far above chance (10%), and 10 shots beat 1

@@ -294,11 +294,12 @@ def fewshot(
         for seed in range(seeds):
             index = sample_shots(train_y, n, seed, num_classes, classes)
             classifier = fit_ridge(train_x[index], train_y[index], num_classes, l2_reg)
-            accuracies.append(100.0 * (classifier.predict(test_x) == test_y).double().mean().item())
+            correct = int((classifier.predict(test_x) == test_y).sum())
+            accuracies.append(round(100.0 * correct / len(test_y), 4))
         acc = np.array(accuracies)
         results[str(n)] = {
-            "mean": float(acc.mean()),
-            "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+            "mean": round(float(acc.mean()), 4),
+            "std": round(float(acc.std(ddof=1)), 4) if len(acc) > 1 else 0.0,
             "min": float(acc.min()),
             "max": float(acc.max()),
             "accuracies": accuracies,
