@@ -430,22 +430,31 @@ def folder_fingerprint(samples: Sequence[tuple[str, int]]) -> str:
 # Augmentation on whole batches (float, on the training device)
 
 
+def _uniform(generator: torch.Generator, n: int, *shape: int, rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """U(0, 1) draws (n, *shape) for a batch of ``n`` images. ``rows=(first, total)``: these images are rows
+    ``first...`` of a batch of ``total`` split over processes; the whole batch's draws are made and these rows kept,
+    so each image is augmented as it would be on one process."""
+    first, total = rows or (0, n)
+    return torch.rand(total, *shape, generator=generator, device=generator.device)[first : first + n]
+
+
 def random_affine(
     images: torch.Tensor,
     generator: torch.Generator,
     degrees: float = 0.0,
     translate: float = 0.0,
     scale: float = 0.0,
+    rows: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Rotate by U(-degrees, degrees), shift by U(-translate, translate) of the size, zoom by 1 + U(-scale, scale),
     each drawn per image from ``generator``; pixels from outside the image are 0 (black before normalising).
 
-    One ``grid_sample`` on the whole batch: the cost is negligible next to a training step.
+    One ``grid_sample`` on the whole batch: the cost is negligible next to a training step. ``rows``: see
+    :func:`_uniform`.
     """
     if degrees == 0 and translate == 0 and scale == 0:
         return images
-    n = images.shape[0]
-    u = torch.rand(n, 4, generator=generator, device=generator.device).to(images.device) * 2 - 1
+    u = _uniform(generator, images.shape[0], 4, rows=rows).to(images.device) * 2 - 1
     angle = u[:, 0] * math.radians(degrees)
     zoom = 1 + u[:, 1] * scale
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
@@ -456,11 +465,13 @@ def random_affine(
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def random_hflip(images: torch.Tensor, generator: torch.Generator, p: float) -> torch.Tensor:
-    """Flip each image left-right with probability ``p`` (drawn from ``generator``)."""
+def random_hflip(
+    images: torch.Tensor, generator: torch.Generator, p: float, rows: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Flip each image left-right with probability ``p`` (drawn from ``generator``; ``rows``: see :func:`_uniform`)."""
     if p <= 0:
         return images
-    flip = (torch.rand(images.shape[0], generator=generator, device=generator.device) < p).to(images.device)
+    flip = (_uniform(generator, images.shape[0], rows=rows) < p).to(images.device)
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 

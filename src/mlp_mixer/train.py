@@ -41,6 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data as datalib
+from . import distributed
+from .distributed import all_reduce_sum, any_process, is_main_process
 from .evaluate import EvalResult, evaluate_model, write_report
 from .model import MLPMixer
 from .variants import count_parameters, variant_config
@@ -102,6 +104,7 @@ class TrainConfig:
     device: str | None = None  # "auto", "cpu", "cuda", "cuda:1", "mps"
     seed: int | None = None
     workers: int | None = None  # DataLoader processes for image files
+    fsdp: bool | None = None  # with torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP
     output: str | None = None  # run directory; None: runs/<data name>
     resume: str | None = None  # a checkpoint (or run directory) to continue exactly
 
@@ -144,6 +147,7 @@ DEFAULTS: dict[str, Any] = dict(
     device="auto",
     seed=0,
     workers=min(4, os.cpu_count() or 1),
+    fsdp=False,
 )
 
 # What each kind of data starts from when no model is given: a small Mixer for a CPU.
@@ -339,16 +343,6 @@ def setup_device(name: str) -> torch.device:
     return device
 
 
-def is_main_process() -> bool:
-    """Whether this process writes files and prints (always, until training runs on several processes)."""
-    return True
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum a metric tensor over processes (the identity on one process)."""
-    return tensor
-
-
 def epoch_batches(num_samples: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     """The batches of one epoch: a permutation drawn from (seed, epoch) only, cut into full batches.
 
@@ -394,10 +388,11 @@ class BatchAugment:
     def __init__(self, config: TrainConfig) -> None:
         self.degrees, self.translate, self.scale = config.affine
         self.hflip = config.hflip
+        self.rows = distributed.batch_rows(config.batch_size)  # several processes: draw as for the whole batch
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        images = datalib.random_affine(images, generator, self.degrees, self.translate, self.scale)
-        return datalib.random_hflip(images, generator, self.hflip)
+        images = datalib.random_affine(images, generator, self.degrees, self.translate, self.scale, rows=self.rows)
+        return datalib.random_hflip(images, generator, self.hflip, rows=self.rows)
 
 
 def mixing(config: TrainConfig, num_classes: int) -> Callable | None:
@@ -654,7 +649,7 @@ def train_one_epoch(
     for batch in batches:
         stats.skipped += batch.skipped
         step = state["step"]
-        torch.manual_seed(_mix(config.seed, 2, step))
+        torch.manual_seed(_mix(config.seed, 2, step) + distributed.rank())  # other processes: other dropout masks
         generator = torch.Generator(device).manual_seed(_mix(config.seed, 3, step))
         n = len(batch.labels)
         if n > 0:
@@ -682,7 +677,7 @@ def train_one_epoch(
                 (loss * (len(chunk_y) / n)).backward()
                 loss_sum += loss.detach() * len(chunk_y)
                 correct += (logits.detach().argmax(1) == chunk_y).sum()
-            if not torch.isfinite(loss_sum):
+            if any_process(not torch.isfinite(loss_sum)):
                 raise NonFiniteLoss(f"the loss became {loss_sum.item()} at step {step}")
             if config.clip_grad > 0:
                 nn.utils.clip_grad_norm_(params, config.clip_grad)
@@ -703,7 +698,7 @@ def train_one_epoch(
                 refresh=False,
             )
             progress.update(1)
-        if interrupt.requested:
+        if any_process(interrupt.requested):  # all processes stop after the same step
             stats.stopped = True
             break
     totals = all_reduce_sum(totals)
@@ -870,11 +865,11 @@ def make_checkpoint(
     """The plain dict of ``weights.py``'s layout. ``model`` holds the weights to use (the EMA when enabled);
     ``train_model`` the raw training weights when they differ."""
     checkpoint = {
-        "model": _cpu_state(ema.model if ema is not None else model),
+        "model": distributed.full_state_dict(ema.model if ema is not None else model),
         "model_config": model.config(),
         "classes": list(classes),
         "preprocessing": preprocessing.to_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": distributed.full_optimizer_state(optimizer),  # FSDP: gathered, as one process has it
         "scheduler": scheduler.state_dict(),
         "epoch": epoch,  # completed epochs
         "batch": state["batch"],  # optimizer steps done in the next epoch (non-zero after an interruption)
@@ -885,12 +880,8 @@ def make_checkpoint(
         "best": best,
     }
     if ema is not None:
-        checkpoint["train_model"] = _cpu_state(model)
+        checkpoint["train_model"] = distributed.full_state_dict(model)
     return checkpoint
-
-
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _all_finite(model: nn.Module) -> bool:
@@ -950,19 +941,26 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
         overrides = {k: getattr(config, k) for k in FIELDS if getattr(config, k) is not None}
         config = stored.replace(**{**overrides, "resume": str(path), "output": config.output or str(path.parent)})
     config = resolve_config(config)
-    device = setup_device(config.device)
+    distributed.init_from_env()  # under torchrun: join the other processes (nothing happens otherwise)
+    device = distributed.process_device(setup_device(config.device))
     splits = open_data(config)
+    distributed.check_config(config.batch_size, config.grad_accum, len(splits.train), config.fsdp, config.ema)
+    torch.manual_seed(config.seed)  # the initial weights too (torch's default seed differs in every process)
     model, preprocessing, notes = build_model(config, splits, checkpoint)
     if config.freeze_backbone:
         for name, param in model.named_parameters():
             param.requires_grad = name.startswith("head.")
     attach_transforms(splits, config, preprocessing)
+    val_part = distributed.shard_dataset(splits.val)  # each process evaluates its share; the counts are summed
     if config.amp and not _bf16_supported(device):
         notes.append(f"--amp: this {device.type.upper()} has no native bf16; training in fp32 instead")
         config = config.replace(amp=False)
+    if config.fsdp and distributed.world_size() == 1:
+        notes.append("--fsdp: one process, nothing to shard (start several with torchrun); training unsharded")
     torch.manual_seed(config.seed)
     model.to(device)
-    forward = torch.compile(model) if config.compile else model
+    forward = distributed.wrap_model(model, device, fsdp=config.fsdp)  # DDP or FSDP2 under torchrun
+    forward = torch.compile(forward) if config.compile else forward
     steps_per_epoch = len(epoch_batches(len(splits.train), config.batch_size, config.seed, 0))
     optimizer = build_optimizer(model, config, device)
     scheduler = build_scheduler(optimizer, config, steps_per_epoch)
@@ -973,11 +971,11 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
     best: dict[str, Any] = {"val_top1": -1.0, "epoch": 0}
     start_epoch = 0
     if checkpoint is not None:
-        model.load_state_dict(checkpoint.get("train_model", checkpoint["model"]))
+        distributed.load_model_state(model, checkpoint.get("train_model", checkpoint["model"]))
         if ema is not None:
             ema.model.load_state_dict(checkpoint["model"])
         try:
-            optimizer.load_state_dict(checkpoint["optimizer"])
+            distributed.load_optimizer_state(optimizer, checkpoint["optimizer"])
         except (ValueError, KeyError) as err:
             raise ValueError(f"the optimizer state in {config.resume} does not fit --opt {config.opt}: {err}") from err
         scheduler.load_state_dict(checkpoint["scheduler"])
@@ -1037,6 +1035,7 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
         with Interrupt() as interrupt:
             for epoch in range(start_epoch, config.epochs):
                 batches = epoch_batches(len(splits.train), config.batch_size, config.seed, epoch)[state["batch"] :]
+                batches = [distributed.shard_batch(b) for b in batches]  # this process's part of each batch
                 splits.train.epoch_seed = _mix(config.seed, 4, epoch)
                 progress = _progress(len(batches), f"epoch {epoch + 1}/{config.epochs}")
                 try:
@@ -1067,16 +1066,17 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
                     break
                 eval_start = time.perf_counter()
                 eval_model = ema.model if ema is not None else model
-                last_eval = evaluate_model(
-                    eval_model,
-                    splits.val,
-                    preprocessing,
-                    device,
-                    config.batch_size * 2,
-                    config.workers,
-                    amp=config.amp,
-                    reduce=all_reduce_sum,
-                )
+                with distributed.unsharded(eval_model):  # FSDP: whole weights, so the shares need not match
+                    last_eval = evaluate_model(
+                        eval_model,
+                        val_part,
+                        preprocessing,
+                        device,
+                        config.batch_size * 2,
+                        config.workers,
+                        amp=config.amp,
+                        reduce=all_reduce_sum,
+                    )
                 skipped += last_eval.skipped
                 eval_seconds = time.perf_counter() - eval_start
                 train_seconds += stats.seconds + eval_seconds
@@ -1110,7 +1110,7 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
                     f"lr {row['lr']:.2e}  {stats.seconds:.1f}s  {row['images_per_second']:.0f} img/s",
                     flush=True,
                 )
-                if on_epoch_end is not None and on_epoch_end(row):
+                if on_epoch_end is not None and any_process(bool(on_epoch_end(row))):
                     status = "interrupted"
                     break
     except NonFiniteLoss as err:
@@ -1124,6 +1124,7 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
         files.close()
         raise
 
+    skipped = distributed.gather_list(skipped)
     completed = len(history)
     metrics: dict[str, Any] = {
         "status": status,
@@ -1138,9 +1139,17 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
     }
     if last_eval is None and history:  # resumed after the last epoch's evaluation: evaluate again
         eval_model = ema.model if ema is not None else model
-        last_eval = evaluate_model(
-            eval_model, splits.val, preprocessing, device, config.batch_size * 2, config.workers, amp=config.amp
-        )
+        with distributed.unsharded(eval_model):
+            last_eval = evaluate_model(
+                eval_model,
+                val_part,
+                preprocessing,
+                device,
+                config.batch_size * 2,
+                config.workers,
+                amp=config.amp,
+                reduce=all_reduce_sum,
+            )
     if last_eval is not None and status != "nan":
         metrics.update(
             val_top1=last_eval.top1, val_top5=last_eval.top5, val_loss=last_eval.loss, val_images=last_eval.count
@@ -1166,6 +1175,7 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
             f"held-out top-1 {100 * last_eval.top1:.2f}% (top-5 {100 * last_eval.top5:.2f}%) after {completed} "
             f"epochs, {train_seconds:.0f} s of training; run in {output}"
         )
+    distributed.barrier()  # the other processes return once the main one has written the run's files
     return metrics
 
 
@@ -1243,6 +1253,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    g.add_argument(
+        "--fsdp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="under torchrun: shard the model over the processes (FSDP2, for L/16 and H/14) instead of DDP",
+    )
     g.add_argument("--seed", type=int)
     g.add_argument("--output", help="run directory (default: runs/mnist, or runs/<data folder name>)")
     g.add_argument("--resume", help="continue a run exactly: its last.pt or its directory")

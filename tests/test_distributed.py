@@ -1,0 +1,228 @@
+"""Training on several processes: 2 gloo processes on the CPU against one process, step for step.
+
+The oracle is the single-process run of the same settings: with the same global batch and seed, DDP and FSDP2
+runs must end with the same weights (<= 1e-5), the same optimizer state and the same metrics, and a checkpoint
+written by 2 processes must resume on 1 or 2 and land on the uninterrupted single-process run.
+"""
+
+import json
+import os
+import pickle
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from mlp_mixer import data as D
+from mlp_mixer import distributed
+from mlp_mixer.train import TrainConfig, train
+
+TOL = 1e-5
+
+
+def make_cifar(root: Path, per_batch: int = 16, test: int = 33) -> Path:
+    """A tiny CIFAR-10 python folder (random pixels and labels): 5 x ``per_batch`` train, ``test`` held out.
+
+    33 held-out images split 16 / 17 over two processes, so the summed metrics are checked on uneven shares.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+
+    def dump(name, obj):
+        with open(root / name, "wb") as f:
+            pickle.dump(obj, f)
+
+    dump("batches.meta", {b"label_names": [f"c{i}".encode() for i in range(10)]})
+    for i in range(1, 6):
+        pixels = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        dump(f"data_batch_{i}", {b"data": pixels, b"labels": rng.integers(0, 10, per_batch).tolist()})
+    pixels = rng.integers(0, 256, (test, 3072), dtype=np.uint8)
+    dump("test_batch", {b"data": pixels, b"labels": rng.integers(0, 10, test).tolist()})
+    return root
+
+
+def tiny_run(data: Path, output: Path, **changes) -> TrainConfig:
+    """80 images, global batch 16 (5 steps an epoch), 2 epochs; CIFAR's default augmentation stays on (random
+    shifts and flips), so the test also covers drawing a split batch's augmentation as the whole batch's."""
+    config = TrainConfig(
+        data=str(data),
+        dim=16,
+        depth=2,
+        token_dim=8,
+        channel_dim=32,
+        patch_size=8,
+        batch_size=16,
+        epochs=2,
+        device="cpu",
+        workers=0,
+        output=str(output),
+    )
+    return config.replace(**changes)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, configs: list[TrainConfig], stop_after: int | None) -> None:
+    """One of ``world`` processes, set up as torchrun would (env:// rendezvous), running ``configs`` in turn in
+    one process group (starting processes is the slow part here)."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world)
+    )
+    torch.set_num_threads(1)
+    for config in configs:
+        train(config, on_epoch_end=None if stop_after is None else (lambda row: row["epoch"] >= stop_after))
+    distributed.teardown()
+
+
+def train_here(config: TrainConfig, stop_after: int | None = None) -> Path:
+    """One process, in this one (one thread, as each spawned process: faster on a shared 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(config, on_epoch_end=None if stop_after is None else (lambda row: row["epoch"] >= stop_after))
+    finally:
+        torch.set_num_threads(threads)
+    return Path(config.output)
+
+
+def spawn(configs: list[TrainConfig], world: int = 2, stop_after: int | None = None) -> None:
+    mp.spawn(_worker, args=(world, free_port(), configs, stop_after), nprocs=world, join=True)
+
+
+def checkpoint(run: Path) -> dict:
+    return torch.load(run / "last.pt", weights_only=True)
+
+
+def assert_same_training(a: dict, b: dict, tol: float = TOL) -> None:
+    """Same weights, optimizer state, position and metrics (floating-point sums may differ in order)."""
+    assert (a["epoch"], a["step"], a["batch"]) == (b["epoch"], b["step"], b["batch"])
+    assert a["model"].keys() == b["model"].keys()
+    for name in a["model"]:
+        torch.testing.assert_close(a["model"][name], b["model"][name], rtol=0, atol=tol, msg=name)
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for index, state in a["optimizer"]["state"].items():
+        for key, value in state.items():
+            torch.testing.assert_close(value, b["optimizer"]["state"][index][key], rtol=1e-4, atol=tol)
+    assert len(a["history"]) == len(b["history"])
+    for row_a, row_b in zip(a["history"], b["history"], strict=True):
+        for key in ("train_loss", "val_loss"):
+            assert row_a[key] == pytest.approx(row_b[key], rel=1e-5), key
+        for key, images in (("train_top1", 80), ("val_top1", 33), ("val_top5", 33)):  # at most one image apart
+            assert abs(row_a[key] - row_b[key]) <= 1 / images + 1e-12, key
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The helpers, without processes
+
+
+def test_one_process_is_the_identity():
+    assert distributed.world_size() == 1 and distributed.rank() == 0 and distributed.is_main_process()
+    assert not distributed.init_from_env()  # no torchrun environment: no process group
+    assert distributed.shard_batch([5, 3, 9]) == [5, 3, 9]
+    assert distributed.batch_rows(16) is None
+    values = torch.tensor([1.0, 2.0])
+    assert distributed.all_reduce_sum(values) is values
+    assert distributed.any_process(True) and not distributed.any_process(False)
+    model = torch.nn.Linear(2, 2)
+    assert distributed.wrap_model(model, torch.device("cpu"), fsdp=True) is model
+
+
+def test_shards_cover_the_global_batch(monkeypatch):
+    batch = list(range(100, 112))
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    parts = []
+    for r in range(3):
+        monkeypatch.setattr(distributed, "rank", lambda r=r: r)
+        parts.append(distributed.shard_batch(batch))
+        assert distributed.batch_rows(12) == (4 * r, 12)
+    assert parts == [batch[0:4], batch[4:8], batch[8:12]]
+
+
+def test_split_batch_is_augmented_as_the_whole_batch():
+    """Each process draws the whole batch's augmentation and keeps its rows: the parts, put together, are the
+    augmented whole batch, bit for bit."""
+    images = torch.rand(12, 3, 8, 8)
+    seed = 7
+
+    def augment(x, rows=None):
+        g = torch.Generator().manual_seed(seed)
+        x = D.random_affine(x, g, degrees=10, translate=0.2, scale=0.1, rows=rows)
+        return D.random_hflip(x, g, 0.5, rows=rows)
+
+    whole = augment(images)
+    parts = [augment(images[i : i + 4], rows=(i, 12)) for i in range(0, 12, 4)]
+    assert torch.equal(torch.cat(parts), whole)
+    assert not torch.equal(parts[1], augment(images[4:8]))  # drawing for the part alone would differ
+
+
+def test_settings_that_cannot_be_split_are_refused(monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 4)
+    distributed.check_config(16, 2, 80, fsdp=False, ema=0.0)
+    with pytest.raises(ValueError, match="--batch-size 18 is the global batch: it must be a multiple of the 4"):
+        distributed.check_config(18, 1, 80, fsdp=False, ema=0.0)
+    with pytest.raises(ValueError, match="leaves 4 image\\(s\\) per process, fewer than --grad-accum 8"):
+        distributed.check_config(16, 8, 80, fsdp=False, ema=0.0)
+    with pytest.raises(ValueError, match="10 training images do not fill one global batch of --batch-size 16"):
+        distributed.check_config(16, 1, 10, fsdp=False, ema=0.0)
+    with pytest.raises(ValueError, match="--ema 0.999 is not supported with --fsdp"):
+        distributed.check_config(16, 1, 80, fsdp=True, ema=0.999)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2 gloo processes against 1
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The oracle (one process, stopped after epoch 1, and the uninterrupted 2 epochs) and 2 processes stopped
+    after epoch 1: DDP in ``ddp/``, FSDP2 in ``fsdp/``."""
+    root = tmp_path_factory.mktemp("ddp")
+    data = make_cifar(root / "cifar")
+    train_here(tiny_run(data, root / "one_epoch1"), stop_after=1)
+    train_here(tiny_run(data, root / "one"))
+    spawn([tiny_run(data, root / "ddp"), tiny_run(data, root / "fsdp", fsdp=True)], world=2, stop_after=1)
+    return root
+
+
+@pytest.mark.slow
+def test_ddp_matches_one_process_and_resumes_on_any_count(runs):
+    root = runs
+    ddp = root / "ddp"
+    assert_same_training(checkpoint(ddp), checkpoint(root / "one_epoch1"))
+    metrics = json.loads((ddp / "metrics.json").read_text())
+    assert metrics["status"] == "interrupted" and metrics["val_images"] == 33  # 16 + 17: summed, not averaged
+    assert len(list((ddp / "tb").iterdir())) == 1  # one TensorBoard writer: rank 0 alone writes
+
+    # resume the 2-process checkpoint on 1 process ...
+    train_here(TrainConfig(resume=str(ddp / "last.pt"), output=str(root / "resumed_1")))
+    assert_same_training(checkpoint(root / "resumed_1"), checkpoint(root / "one"))
+
+    # ... and on 2, with the real command under torchrun
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "mlp_mixer", "train", "--resume", str(ddp), "--output", str(root / "resumed_2")]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("epoch 2/2") == 1, done.stdout  # rank 0 alone prints
+    assert_same_training(checkpoint(root / "resumed_2"), checkpoint(root / "one"))
+
+
+@pytest.mark.slow
+def test_fsdp_matches_one_process_and_its_checkpoint_loads_unsharded(runs):
+    root = runs
+    fsdp = root / "fsdp"
+    saved = checkpoint(fsdp)
+    assert all(type(v) is torch.Tensor for v in saved["model"].values())  # full tensors, not shards
+    assert_same_training(saved, checkpoint(root / "one_epoch1"))
+    train_here(TrainConfig(resume=str(fsdp / "last.pt"), output=str(root / "fsdp_resumed_1")))
+    assert_same_training(checkpoint(root / "fsdp_resumed_1"), checkpoint(root / "one"))
