@@ -148,3 +148,19 @@ def test_checkpoint_with_wrong_number_of_classes(model, tmp_path):
     )
     with pytest.raises(ValueError, match="stores 2 class names for a head of 10 classes"):
         Predictor(path)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_unavailable_device_is_one_line(pretrained_dir, images, capsys):
+    assert main(["predict", str(images), "--checkpoint", str(pretrained_dir), "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_bf16_agrees_with_cpu(pretrained_dir, images):
+    cpu = Predictor(pretrained_dir, device="cpu").predict([images], topk=10)
+    gpu = Predictor(pretrained_dir, device="cuda").predict([images], topk=10)
+    for a, b in zip(cpu, gpu, strict=True):
+        assert a.indices[0] == b.indices[0]
+        np.testing.assert_allclose(sorted(a.probabilities), sorted(b.probabilities), atol=2e-2)

@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from .data import IMAGE_EXTENSIONS, eval_transform, read_image
+from .train import setup_device
 from .weights import load_model
 
 GLOB_CHARS = "*?["
@@ -73,24 +74,18 @@ def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:
         yield items[start : start + size]
 
 
-def select_device(device: str | torch.device | None = None) -> torch.device:
-    """``None`` or ``"auto"``: CUDA when present, else CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class Predictor:
     """A checkpoint ready to classify image files; ``Predictor(checkpoint).predict(paths)``.
 
     Args:
-        checkpoint: a training checkpoint ``.pt`` file or a ``save_pretrained`` directory; both carry the class
-            names and the preprocessing used here.
-        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda:0"``, ...
+        checkpoint: anything ``weights.load_model`` reads: a training checkpoint ``.pt``, a ``save_pretrained``
+            directory, an official ``.npz``, ... Class names and preprocessing come from it; a checkpoint without
+            class names (an official ``.npz``) gets the class indices as names.
+        device: ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda:0"``, ...
         amp: bf16 autocast on CUDA (ignored on CPU, where bf16 is only fast with native support).
     """
 
-    def __init__(self, checkpoint: str | Path, device: str | torch.device | None = "auto", amp: bool = True) -> None:
+    def __init__(self, checkpoint: str | Path, device: str = "auto", amp: bool = True) -> None:
         loaded = load_model(checkpoint)
         self.model = loaded.model
         if self.model.num_classes == 0:
@@ -104,7 +99,7 @@ class Predictor:
             )
         self.preprocessing = loaded.preprocessing
         self.transform = eval_transform(self.preprocessing)
-        self.device = select_device(device)
+        self.device = setup_device(device)
         self.model.to(self.device)
         self.amp = amp and self.device.type == "cuda"
 
@@ -122,7 +117,9 @@ class Predictor:
     def predict(
         self, paths: Iterable[str | Path], topk: int = 5, batch_size: int = 32, progress: bool | None = None
     ) -> list[Prediction]:
-        """Top-k classes of every file under ``paths`` (files, folders, globs), in input order.
+        """Top-k classes of every file under ``paths`` (files, folders, globs).
+
+        Inputs that name no file come first, then every file in input order (folders and globs sorted).
 
         Args:
             paths: files, folders (searched recursively) and glob patterns.
@@ -176,7 +173,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topk", type=int, default=5, help="classes per image (default: 5)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of one line per file")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0, ...")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda:0, ...")
 
 
 def run_predict(args: argparse.Namespace) -> int:
