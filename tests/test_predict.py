@@ -161,6 +161,6 @@ def test_unavailable_device_is_one_line(pretrained_dir, images, capsys):
 def test_cuda_bf16_agrees_with_cpu(pretrained_dir, images):
     cpu = Predictor(pretrained_dir, device="cpu").predict([images], topk=10)
     gpu = Predictor(pretrained_dir, device="cuda").predict([images], topk=10)
-    for a, b in zip(cpu, gpu, strict=True):
-        assert a.indices[0] == b.indices[0]
-        np.testing.assert_allclose(sorted(a.probabilities), sorted(b.probabilities), atol=2e-2)
+    for a, b in zip(cpu, gpu, strict=True):  # per class: bf16 may reorder near-ties, not move probabilities far
+        by_class = dict(zip(b.indices, b.probabilities, strict=True))
+        np.testing.assert_allclose(a.probabilities, [by_class[i] for i in a.indices], atol=2e-2)
