@@ -296,8 +296,8 @@ def viz(
         f"# What {checkpoint} learned",
         "",
         f"Model: depth {c['depth']}, dim {c['dim']}, token_dim {c['token_dim']}, channel_dim {c['channel_dim']}, "
-        f"patch {c['patch_size']}, image {c['image_size'][0]}x{c['image_size'][1]} "
-        f"({model.grid_size[0]}x{model.grid_size[1]} patches), {c['in_channels']} input channels.",
+        f"patch_size {c['patch_size']}, image_size {c['image_size'][0]}x{c['image_size'][1]} "
+        f"({model.grid_size[0]}x{model.grid_size[1]} patches), in_channels {c['in_channels']}.",
         "",
     ]
     metrics = _read_json(run_dir / "metrics.json")
