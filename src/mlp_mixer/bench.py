@@ -327,7 +327,7 @@ def inference_runner(model: nn.Module, mode: str, device: torch.device, x: torch
         compiled = torch.compile(model, dynamic=False)
 
         def run() -> Any:
-            # Freezing folds the weights into the graph as constants (prepacked for oneDNN on CPU).
+            # Freezing folds the weights into the graph as constants, prepacked for MKL/oneDNN on CPU.
             with torch.inference_mode(), torch._inductor.config.patch(freezing=True):
                 return compiled(x)
 
@@ -377,7 +377,7 @@ class TensorMemory(TorchDispatchMode):
 
         return release
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001 - torch's signature
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         inputs = {t.untyped_storage()._cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
         for tensor in tree_leaves(out):
