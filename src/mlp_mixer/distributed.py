@@ -29,19 +29,30 @@ from torch import nn
 from . import data as datalib
 
 
-def init_from_env() -> bool:
+def init_from_env(device: torch.device | None = None) -> bool:
     """Join the process group that ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1).
 
     Idempotent: nothing happens without torchrun, with one process, or when the caller already initialised a
-    group. The group uses gloo for CPU tensors and NCCL for CUDA tensors, so metrics on either device can be
-    reduced. A group created here is destroyed when the process exits.
+    group. A group created here is destroyed when the process exits.
+
+    Args:
+        device: the training device. CUDA: gloo for CPU tensors (metrics, stop flags) and NCCL for CUDA tensors
+            (gradients); anything else: gloo only, so CPU training on a GPU machine does not touch the GPUs.
 
     Returns:
         True when this call created the process group.
+
+    Raises:
+        ValueError: torchrun started several processes but this PyTorch has no ``torch.distributed``.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
         return False
-    dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+    if not dist.is_available():
+        raise ValueError(f"WORLD_SIZE is {world} (torchrun) but this PyTorch build has no torch.distributed")
+    if dist.is_initialized():
+        return False
+    dist.init_process_group("cpu:gloo,cuda:nccl" if device is not None and device.type == "cuda" else "gloo")
     atexit.register(teardown)
     return True
 

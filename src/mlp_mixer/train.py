@@ -941,8 +941,9 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
         overrides = {k: getattr(config, k) for k in FIELDS if getattr(config, k) is not None}
         config = stored.replace(**{**overrides, "resume": str(path), "output": config.output or str(path.parent)})
     config = resolve_config(config)
-    distributed.init_from_env()  # under torchrun: join the other processes (nothing happens otherwise)
-    device = distributed.process_device(setup_device(config.device))
+    device = setup_device(config.device)
+    distributed.init_from_env(device)  # under torchrun: join the other processes (nothing happens otherwise)
+    device = distributed.process_device(device)  # cuda -> cuda:LOCAL_RANK
     splits = open_data(config)
     distributed.check_config(config.batch_size, config.grad_accum, len(splits.train), config.fsdp, config.ema)
     torch.manual_seed(config.seed)  # the initial weights too (torch's default seed differs in every process)
