@@ -179,7 +179,7 @@ class TensorImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = self.images[index]
         if self.transform is not None:
-            torch.manual_seed(sample_seed(self.epoch_seed, index))
+            torch.default_generator.manual_seed(sample_seed(self.epoch_seed, index))
             image = self.transform(image)
         return image, int(self.labels[index])
 
@@ -209,7 +209,7 @@ class FolderDataset(Dataset):
         try:
             image = read_image(path, self.in_channels)
             if self.transform is not None:
-                torch.manual_seed(sample_seed(self.epoch_seed, index))
+                torch.default_generator.manual_seed(sample_seed(self.epoch_seed, index))
                 image = self.transform(image)
         except ImageError as err:
             return None, str(err)
@@ -265,8 +265,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
-        ("copyreg", "_reconstructor"),
-        ("builtins", "object"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
     }
 
     def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature

@@ -104,6 +104,7 @@ class TrainConfig:
     device: str | None = None  # "auto", "cpu", "cuda", "cuda:1", "mps"
     seed: int | None = None
     workers: int | None = None  # DataLoader processes for image files
+    threads: int | None = None  # CPU threads for PyTorch; None: its default, one per core (fewer on a busy machine)
     fsdp: bool | None = None  # with torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP
     output: str | None = None  # run directory; None: runs/<data name>
     resume: str | None = None  # a checkpoint (or run directory) to continue exactly
@@ -194,7 +195,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     ),
 }
 
-CHOICES = {"opt": ("adamw", "sgd"), "sched": ("cosine", "linear"), "gelu": ("tanh", "exact"), "recipe": tuple(RECIPES)}
+CHOICES = {
+    "opt": ("adamw", "sgd"),
+    "sched": ("cosine", "linear"),
+    "gelu": ("tanh", "exact", None),
+    "recipe": tuple(RECIPES),
+}
 
 
 def data_kind(data: str | None) -> str:
@@ -247,6 +253,8 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
             value = layer.get(name)
         values[name] = value
     values["recipe"] = recipe
+    if config.init_from is not None and config.gelu is None:
+        values["gelu"] = None  # the checkpoint's GELU
     values["affine"] = _as_list(values["affine"], "--affine", float, 3)
     values["randaugment"] = _as_list(values["randaugment"], "--randaugment", int, 2)
     resolved = TrainConfig(**values)
@@ -294,8 +302,10 @@ def check_config(c: TrainConfig) -> None:
         raise ValueError(f"--smoothing must be below 1, got {c.smoothing}")
     if c.freeze_backbone and c.init_from is None and c.resume is None:
         raise ValueError("--freeze-backbone needs --init-from (a trained backbone to keep)")
-    if c.init_from is not None and c.resume is not None:
-        raise ValueError("--init-from and --resume cannot be combined: --resume already holds the weights")
+    if c.gelu is None and c.init_from is None:
+        raise ValueError("--gelu must be tanh or exact")
+    if c.threads is not None and c.threads < 1:
+        raise ValueError(f"--threads must be 1 or more, got {c.threads}")
     if c.workers < 0:
         raise ValueError(f"--workers must be 0 or more, got {c.workers}")
 
@@ -352,6 +362,15 @@ def epoch_batches(num_samples: int, batch_size: int, seed: int, epoch: int) -> l
     order = torch.randperm(num_samples, generator=generator).tolist()
     full = max(1, num_samples // batch_size)
     return [order[i * batch_size : (i + 1) * batch_size] for i in range(full)]
+
+
+def seed_global(seed: int, device: torch.device) -> None:
+    """Seed the global generators that dropout, drop-path and mixup draw from: the CPU one and, on CUDA, that
+    device's. (``torch.manual_seed`` would also queue seeds for every uninitialised accelerator backend, which
+    costs milliseconds per call: too much for once per step.)"""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
 
 
 def _mix(*values: int) -> int:
@@ -615,6 +634,7 @@ class EpochStats:
     top1: float = 0.0
     images: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # CPU time of this process (all threads): what the epoch costs on a quiet machine
     skipped: list[str] = field(default_factory=list)
     stopped: bool = False  # interrupted before the end of the epoch
 
@@ -643,13 +663,13 @@ def train_one_epoch(
     augment = BatchAugment(config)
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, images
     stats = EpochStats()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp)
     params = [p for p in model.parameters() if p.requires_grad]
     for batch in batches:
         stats.skipped += batch.skipped
         step = state["step"]
-        torch.manual_seed(_mix(config.seed, 2, step) + distributed.rank())  # other processes: other dropout masks
+        seed_global(_mix(config.seed, 2, step) + distributed.rank(), device)  # other processes: other dropout masks
         generator = torch.Generator(device).manual_seed(_mix(config.seed, 3, step))
         n = len(batch.labels)
         if n > 0:
@@ -706,6 +726,7 @@ def train_one_epoch(
     stats.loss = totals[0].item() / max(1, stats.images)
     stats.top1 = totals[1].item() / max(1, stats.images)
     stats.seconds = time.perf_counter() - start
+    stats.cpu_seconds = time.process_time() - cpu_start
     return stats
 
 
@@ -733,6 +754,7 @@ class RunFiles:
         "val_top1",
         "val_top5",
         "epoch_seconds",
+        "epoch_cpu_seconds",
         "images_per_second",
         "skipped",
     )
@@ -781,7 +803,11 @@ class RunFiles:
         lines = [",".join(self.CSV_FIELDS)]
         lines += [",".join(_csv_value(r.get(k)) for k in self.CSV_FIELDS) for r in history]
         _write_atomic(self.output / "log.csv", "\n".join(lines) + "\n")
-        plot_curves(history, self.output / "curves.png")
+
+    def curves(self, history: list[dict[str, Any]]) -> None:
+        """The PNG of the curves, once at the end (drawing takes seconds; TensorBoard shows them live)."""
+        if self.enabled and history:
+            plot_curves(history, self.output / "curves.png")
 
     def json(self, name: str, data: dict[str, Any]) -> None:
         if self.enabled:
@@ -814,7 +840,8 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     from matplotlib.figure import Figure
 
     epochs = [r["epoch"] for r in history]
-    fig = Figure(figsize=(10, 4), layout="constrained")
+    fig = Figure(figsize=(10, 4))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.22)
     ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(epochs, [r["train_loss"] for r in history], label="train")
     ax_loss.plot(epochs, [r["val_loss"] for r in history], label="held-out")
@@ -933,6 +960,8 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
     """
     checkpoint = None
     if config.resume is not None:
+        if config.init_from is not None:
+            raise ValueError("--init-from and --resume cannot be combined: --resume already holds the weights")
         path = resume_path(config.resume)
         checkpoint = load_checkpoint(path)
         if "optimizer" not in checkpoint or "config" not in checkpoint:
@@ -941,6 +970,8 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
         overrides = {k: getattr(config, k) for k in FIELDS if getattr(config, k) is not None}
         config = stored.replace(**{**overrides, "resume": str(path), "output": config.output or str(path.parent)})
     config = resolve_config(config)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
     device = setup_device(config.device)
     distributed.init_from_env(device)  # under torchrun: join the other processes (nothing happens otherwise)
     device = distributed.process_device(device)  # cuda -> cuda:LOCAL_RANK
@@ -1092,6 +1123,7 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
                     val_top1=last_eval.top1,
                     val_top5=last_eval.top5,
                     epoch_seconds=stats.seconds,
+                    epoch_cpu_seconds=stats.cpu_seconds,
                     eval_seconds=eval_seconds,
                     images_per_second=stats.images / max(stats.seconds, 1e-9),
                     skipped=len(stats.skipped) + len(last_eval.skipped),
@@ -1133,6 +1165,7 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
         "step": state["step"],
         "train_seconds": round(train_seconds, 2),
         "seconds_per_epoch": round(train_seconds / completed, 2) if completed else None,
+        "train_cpu_seconds": round(sum(r.get("epoch_cpu_seconds", 0.0) for r in history), 2),
         "best_val_top1": best["val_top1"] if completed else None,
         "best_epoch": best["epoch"] if completed else None,
         "skipped_images": len(set(skipped)),
@@ -1159,6 +1192,7 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
             write_report(last_eval, splits.classes, output, source=f"{output / 'last.pt'}", split="held-out")
     metrics["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     files.json("metrics.json", metrics)
+    files.curves(history)
     files.close()
     if skipped:
         say(f"skipped {len(set(skipped))} unreadable image(s) (listed in {output / 'skipped.txt'}):")
@@ -1220,6 +1254,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--val-fraction", type=float, help="held out of a folder without val/ (default 0.1)")
     g.add_argument("--workers", type=int, help="data loading processes for image files")
+    g.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: one per core)")
     add_model_arguments(parser, variant=False)
     g = parser.add_argument_group("model")
     g.add_argument("--model", help="a paper variant (S/32 ... H/14); the size flags override it")
