@@ -114,6 +114,9 @@ def test_same_size_is_the_identity_for_both_methods(tiny_config):
 def test_auto_picks_blockdiag_only_for_integer_ratios(tiny_config):
     model = _randomized(tiny_config)
     assert resize_model(model, 32).token_dim == 4 * model.token_dim
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():  # integer ratios: the strided layout, which measured best (docs/weights.md)
+        torch.testing.assert_close(resize_model(model, 32)(x), resize_model(model, 32, "blockdiag-strided")(x))
     assert resize_model(model, (32, 16)).token_dim == 2 * model.token_dim
     assert resize_model(model, 24).token_dim == model.token_dim  # 4x4 -> 6x6 patches: interpolate
     assert resize_model(model, 8).token_dim == model.token_dim  # fewer patches: interpolate
