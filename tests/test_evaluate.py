@@ -102,3 +102,17 @@ def test_eval_needs_data_for_a_pretrained_directory(tmp_path, model, capsys):
     directory = save_pretrained(model, tmp_path / "pretrained", CLASSES, PREPROCESSING)
     assert main(["eval", "--checkpoint", str(directory)]) == 2
     assert "pass --data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["truncated", "wrong-shapes"])
+def test_a_damaged_checkpoint_is_one_line(tmp_path, checkpoint, model, capsys, damage):
+    path = tmp_path / "bad.pt"
+    if damage == "truncated":
+        path.write_bytes(checkpoint.read_bytes()[:1000])
+    else:
+        state = {k: v[..., :1] if k == "head.weight" else v for k, v in model.state_dict().items()}
+        atomic_save({"model": state, "model_config": model.config(), "classes": CLASSES}, path)
+    for argv in (["eval", "--checkpoint", str(path)], ["train", "--init-from", str(path), "--output", str(tmp_path)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert str(path) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(getattr(module, f"run_{args.command}")(args) or 0)
     except USER_ERRORS as err:
-        print(f"mlp-mixer {args.command}: error: {err}", file=sys.stderr)
+        # One line, also when the message quotes a multi-line one (torch's load_state_dict lists every key).
+        print(f"mlp-mixer {args.command}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mlp-mixer {args.command}: interrupted", file=sys.stderr)
