@@ -114,6 +114,7 @@ class TrainConfig:
 
 
 FIELDS = [f.name for f in fields(TrainConfig)]
+SIZE_FIELDS = ("dim", "depth", "token_dim", "channel_dim", "patch_size", "image_size")  # what a variant fixes
 
 # Settings for any data, from scratch. AdamW with warmup and cosine decay, label smoothing and clipping at 1 is
 # big_vision's from-scratch recipe (Adam, clip 1), scaled to small data.
@@ -236,13 +237,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if config.model is None and config.init_from is None:
         layers.append(DATA_DEFAULTS[kind])
     else:
-        layers.append(
-            {
-                k: v
-                for k, v in DATA_DEFAULTS[kind].items()
-                if k not in ("dim", "depth", "token_dim", "channel_dim", "patch_size", "image_size")
-            }
-        )
+        layers.append({k: v for k, v in DATA_DEFAULTS[kind].items() if k not in SIZE_FIELDS})
     layers.append(DEFAULTS)
     values = {}
     for name in FIELDS:
@@ -434,10 +429,10 @@ def mixing(config: TrainConfig, num_classes: int) -> Callable | None:
 
 def _sizes_from(config: TrainConfig) -> dict[str, Any]:
     base = variant_config(config.model) if config.model else {}
-    for key in ("dim", "depth", "token_dim", "channel_dim", "patch_size", "image_size"):
+    for key in SIZE_FIELDS:
         if getattr(config, key) is not None:
             base[key] = getattr(config, key)
-    missing = [k for k in ("dim", "depth", "token_dim", "channel_dim", "patch_size", "image_size") if k not in base]
+    missing = [k for k in SIZE_FIELDS if k not in base]
     if missing:
         raise ValueError(f"the model needs {', '.join('--' + m.replace('_', '-') for m in missing)} (or --model)")
     return base
@@ -494,7 +489,7 @@ def build_model(
         in_channels=in_channels,
         num_classes=num_classes,
         gelu=config.gelu,
-        **{k: sizes[k] for k in ("dim", "depth", "token_dim", "channel_dim", "patch_size", "image_size")},
+        **{k: sizes[k] for k in SIZE_FIELDS},
         **extra,
     )
     files = splits.native_size is None
@@ -514,7 +509,7 @@ def _names(classes: Sequence[str], limit: int = 6) -> str:
 
 def _check_sizes(config: TrainConfig, stored: dict[str, Any], source: str) -> None:
     """Explicit size options must agree with a checkpoint's model (fine-tuning changes only head and resolution)."""
-    for key in ("dim", "depth", "token_dim", "channel_dim", "patch_size", "in_channels", "image_size", "gelu"):
+    for key in (*SIZE_FIELDS, "in_channels", "gelu"):
         wanted = getattr(config, key)
         have = stored[key]
         if key == "image_size" and wanted is not None:
@@ -523,7 +518,7 @@ def _check_sizes(config: TrainConfig, stored: dict[str, Any], source: str) -> No
             raise ValueError(f"{source} holds a model with {key} {have}, but the options ask for {key} {wanted}")
     if config.model is not None:
         variant = variant_config(config.model)
-        for key in ("dim", "depth", "token_dim", "channel_dim", "patch_size"):
+        for key in SIZE_FIELDS[:-1]:  # a variant's image size is a default, not part of its architecture
             if variant[key] != stored[key]:
                 raise ValueError(
                     f"{source} holds a model with {key} {stored[key]}, not --model {config.model}'s {variant[key]}"
