@@ -38,6 +38,7 @@ def test_summary_defaults_to_the_seed(capsys):
     for count in ["393,728", "50,432", "50,372", "1,050,624", "1,049,088", "513,000", "Total params: 3,110,316"]:
         assert count in out
     assert "[1, 512, 14, 14]" in out and "[1, 196, 2048]" in out  # output shapes
+    assert "act (GELU)" in out and "[1, 256, 512]" in out  # every layer of the seed's table is shown
 
 
 def test_summary_with_variant_and_options(capsys):

@@ -42,6 +42,19 @@ class TokenLinear(nn.Linear):
         return torch.baddbmm(self.bias[:, None], self.weight.expand(x.shape[0], -1, -1), x)
 
 
+class GELU(nn.GELU):
+    """``nn.GELU`` that works in place when no autograd graph is recorded (inference).
+
+    This spares a second buffer of the widest activation (~10% faster on CPU); the module is still called, so
+    hooks and layer summaries see it.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad or torch.jit.is_tracing():
+            return super().forward(x)
+        return nn.functional.gelu(x, approximate=self.approximate, out=x)
+
+
 class FeedForward(nn.Module):
     """The paper's MLP: Linear -> GELU -> Linear, with optional dropout (official: ``MlpBlock``)."""
 
@@ -55,18 +68,13 @@ class FeedForward(nn.Module):
     ) -> None:
         super().__init__()
         self.fc1 = linear(dim, hidden_dim)  # official: Dense_0
-        self.act = nn.GELU(approximate=GELU_FORMS[gelu])
+        self.act = GELU(approximate=GELU_FORMS[gelu])
         self.drop1 = nn.Dropout(dropout)
         self.fc2 = linear(hidden_dim, dim)  # official: Dense_1
         self.drop2 = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.fc1(x)
-        if x.requires_grad or torch.jit.is_tracing():
-            x = self.act(x)
-        else:  # no autograd graph: GELU in place, sparing a second buffer of the widest activation (~10% on CPU)
-            x = nn.functional.gelu(x, approximate=self.act.approximate, out=x)
-        return self.drop2(self.fc2(self.drop1(x)))
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
 
 class DropPath(nn.Module):
