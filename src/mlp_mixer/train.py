@@ -165,7 +165,7 @@ DATA_DEFAULTS: dict[str, dict[str, Any]] = {
         patch_size=4,
         image_size=28,
         epochs=40,
-        lr=2e-3,
+        lr=5e-3,
         warmup_epochs=3.0,
         affine=[12.0, 0.1, 0.1],
         hflip=0.0,
@@ -979,6 +979,9 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
             param.requires_grad = name.startswith("head.")
     attach_transforms(splits, config, preprocessing)
     val_part = distributed.shard_dataset(splits.val)  # each process evaluates its share; the counts are summed
+    busy = _busy_note(device, config.threads)
+    if busy:
+        notes.append(busy)
     if config.amp and not _bf16_supported(device):
         notes.append(f"--amp: this {device.type.upper()} has no native bf16; training in fp32 instead")
         config = config.replace(amp=False)
@@ -1222,6 +1225,21 @@ def _progress(total: int, desc: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None, unit="step")
+
+
+def _busy_note(device: torch.device, threads: int | None) -> str | None:
+    """A hint when other processes already keep the cores busy: PyTorch's threads then wait on each other, and
+    one thread can be several times faster than one per core. (Not changed automatically: the thread count
+    changes the order of floating-point sums, and the same command should give the same numbers.)"""
+    if device.type != "cpu" or threads is not None or not hasattr(os, "getloadavg"):
+        return None
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if torch.get_num_threads() > 1 and load > cores - 0.5:
+        return (
+            f"the machine is busy (load average {load:.1f} on {cores} cores): --threads 1 may train several "
+            "times faster"
+        )
+    return None
 
 
 def _bf16_supported(device: torch.device) -> bool:
