@@ -116,6 +116,7 @@ def test_viz_command_end_to_end(run_dir, tmp_path, capsys):
     for name in names:
         assert (out / name).is_file() and f"]({name})" in index and name in printed
         assert matplotlib.image.imread(out / name).ndim == 3  # a readable PNG
+        assert (out / name).stat().st_mode & 0o044 == 0o044  # readable by others, despite the atomic write
     assert sorted(p.name for p in out.iterdir()) == sorted([*names, "index.md"])  # no temporary files left
 
     # a save_pretrained directory works too, with the default first/middle/last blocks
