@@ -1047,20 +1047,37 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
     stats = EpochStats()
     train_seconds = sum(r.get("epoch_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in history)
     epoch = start_epoch
-    save = lambda epoch_done: make_checkpoint(  # noqa: E731
-        model,
-        ema,
-        optimizer,
-        scheduler,
-        config,
-        splits.classes,
-        preprocessing,
-        epoch_done,
-        state,
-        history,
-        best,
-        device,
-    )
+
+    def save(epoch_done: int) -> dict[str, Any]:  # the state now (history and best as they are at the call)
+        return make_checkpoint(
+            model,
+            ema,
+            optimizer,
+            scheduler,
+            config,
+            splits.classes,
+            preprocessing,
+            epoch_done,
+            state,
+            history,
+            best,
+            device,
+        )
+
+    def evaluate_held_out() -> EvalResult:
+        eval_model = ema.model if ema is not None else model
+        with distributed.unsharded(eval_model):  # FSDP: whole weights, so the shares need not match
+            return evaluate_model(
+                eval_model,
+                val_part,
+                preprocessing,
+                device,
+                config.batch_size * 2,
+                config.workers,
+                amp=config.amp,
+                reduce=all_reduce_sum,
+            )
+
     try:
         with Interrupt() as interrupt:
             for epoch in range(start_epoch, config.epochs):
@@ -1095,18 +1112,7 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
                     files.checkpoint("last.pt", save(epoch))
                     break
                 eval_start = time.perf_counter()
-                eval_model = ema.model if ema is not None else model
-                with distributed.unsharded(eval_model):  # FSDP: whole weights, so the shares need not match
-                    last_eval = evaluate_model(
-                        eval_model,
-                        val_part,
-                        preprocessing,
-                        device,
-                        config.batch_size * 2,
-                        config.workers,
-                        amp=config.amp,
-                        reduce=all_reduce_sum,
-                    )
+                last_eval = evaluate_held_out()
                 skipped += last_eval.skipped
                 eval_seconds = time.perf_counter() - eval_start
                 train_seconds += stats.seconds + eval_seconds
@@ -1169,19 +1175,8 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
         "skipped_images": len(set(skipped)),
         **info,
     }
-    if last_eval is None and history:  # resumed after the last epoch's evaluation: evaluate again
-        eval_model = ema.model if ema is not None else model
-        with distributed.unsharded(eval_model):
-            last_eval = evaluate_model(
-                eval_model,
-                val_part,
-                preprocessing,
-                device,
-                config.batch_size * 2,
-                config.workers,
-                amp=config.amp,
-                reduce=all_reduce_sum,
-            )
+    if last_eval is None and history:  # stopped in the first epoch after resuming: evaluate what there is
+        last_eval = evaluate_held_out()
     if last_eval is not None and status != "nan":
         metrics.update(
             val_top1=last_eval.top1, val_top5=last_eval.top5, val_loss=last_eval.loss, val_images=last_eval.count
