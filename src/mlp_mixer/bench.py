@@ -12,7 +12,8 @@ checkpointing). Modes: ``eager`` fp32, ``compile`` (``torch.compile`` fp32; indu
 do; ours defaults to the official tanh form, which on CPU is slower.
 
 Achieved FLOP rates (``summary.count_macs``, training = 3x forward) are compared with this machine's GEMM rate on
-the model's own matrix shapes: the time the model's GEMMs alone take, back to back.
+the model's own matrix shapes (one layer's GEMMs, timed in the same interleaved loop as the models), repeat by
+repeat; target ratios are likewise medians of per-repeat ratios.
 
 Memory on CPU is the peak of live tensor bytes allocated during one training step above what was live before
 it (activations saved for backward, gradients, temporaries): every tensor an operator returns is counted until
@@ -409,8 +410,8 @@ def peak_memory(step: Callable[[], Any], device: torch.device) -> int:
 
 
 def time_interleaved(
-    calls: dict[str, Callable[[], Any]], repeats: int, device: torch.device, progress: tqdm | None = None
-) -> tuple[dict[str, float], dict[str, list[float]]]:
+    calls: dict[Any, Callable[[], Any]], repeats: int, device: torch.device, progress: tqdm | None = None
+) -> tuple[dict[Any, float], dict[Any, list[float]]]:
     """First-call seconds and ``repeats`` timed calls of each, every repeat running all of them in turn.
 
     The order rotates each repeat, so no model always runs right after the same neighbour.
@@ -437,11 +438,11 @@ def time_interleaved(
     return first, times
 
 
-def gemm_rate(config: dict[str, Any], batch_size: int, dtype: torch.dtype, device: torch.device, repeats: int) -> float:
-    """FLOP/s of this machine on the model's own GEMMs: total FLOPs over the summed median time of each.
+def gemm_call(config: dict[str, Any], batch_size: int, dtype: torch.dtype, device: torch.device) -> tuple[Any, int]:
+    """One Mixer layer's GEMMs as a call, and its FLOPs: the machine's GEMM rate on the model's own shapes.
 
     Channel mixing is ``(B*S, C) @ (C, D_C)`` and back; token mixing the batched ``(D_S, S) @ (S, C)`` and back,
-    as the model computes them.
+    as the model computes them. Timed in the same interleaved loop as the models, so under the same load.
     """
     h, w = (config["image_size"],) * 2 if isinstance(config["image_size"], int) else config["image_size"]
     s = (h // config["patch_size"]) * (w // config["patch_size"])
@@ -451,14 +452,15 @@ def gemm_rate(config: dict[str, Any], batch_size: int, dtype: torch.dtype, devic
     def rand(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=generator).to(device, dtype)
 
-    shapes = [(b * s, c, dc), (b * s, dc, c)]
-    calls = {f"mm{i}": functools.partial(torch.mm, rand(m, k), rand(k, n)) for i, (m, k, n) in enumerate(shapes)}
-    flops = sum(2 * m * k * n for m, k, n in shapes)
-    for i, (m, k) in enumerate([(ds, s), (s, ds)]):
-        calls[f"bmm{i}"] = functools.partial(torch.bmm, rand(m, k).expand(b, -1, -1), rand(b, k, c))
-        flops += 2 * b * m * k * c
-    _, times = time_interleaved(calls, repeats, device)
-    return flops / sum(statistics.median(t) for t in times.values())
+    calls = [functools.partial(torch.mm, rand(m, k), rand(k, n)) for m, k, n in [(b * s, c, dc), (b * s, dc, c)]]
+    calls += [functools.partial(torch.bmm, rand(m, k).expand(b, -1, -1), rand(b, k, c)) for m, k in [(ds, s), (s, ds)]]
+    flops = 2 * b * s * c * dc * 2 + 2 * b * ds * s * c * 2
+
+    def run() -> None:
+        for call in calls:
+            call()
+
+    return run, flops
 
 
 # -------------------------------------------------------------------------------------------------- the run
@@ -502,7 +504,6 @@ def run_case(
     with torch.device("meta"):  # counting needs shapes only
         skeleton = MLPMixer(**config)
     macs = count_macs(skeleton, (1, config["in_channels"], *skeleton.image_size))[""]
-    rates: dict[tuple[int, torch.dtype], float] = {}
     x_check, _ = _images(config, 2, device)
     with torch.inference_mode():
         reference = models["ours"](x_check).float() if "ours" in models else None
@@ -512,40 +513,53 @@ def run_case(
     for task in case.tasks:
         batch = 1 if task == "latency" else batch_size
         x, y = _images(config, batch, device)
+        if task == "memory":
+            rows += _memory_rows(case.config, models, x, y, device) if "eager" in case.modes else []
+            continue
+        # Every model in every mode, and the GEMM reference, in one interleaved loop: all see the same load.
+        calls: dict[tuple[str, str], Callable[[], Any]] = {}
         for mode in case.modes:
             reason = mode_skip_reason(mode, task, device)
             if reason is not None:
                 rows += [Row(case.config, n, mode, task, batch, reason) for n in models if reason]
                 continue
-            if task == "memory":
-                rows += _memory_rows(case.config, models, x, y, device)
-                continue
-            calls = {}
             for name, model in models.items():
                 try:
                     if task == "train":
-                        calls[name] = train_runner(model, mode, device, x, y)
+                        calls[name, mode] = train_runner(model, mode, device, x, y)
                     else:
-                        calls[name] = inference_runner(model, mode, device, x)
+                        calls[name, mode] = inference_runner(model, mode, device, x)
                 except ImportError as err:
                     rows.append(Row(case.config, name, mode, task, batch, f"skipped: {err}"))
-            first, times = time_interleaved(calls, repeats, device, progress)
-            for model in models.values():
-                model.eval()
-            dtype = torch.bfloat16 if mode == "bf16" else torch.float32
-            if (batch, dtype) not in rates:
-                rates[batch, dtype] = gemm_rate(config, batch, dtype, device, max(repeats // 2, 1))
-            flops = 2 * macs * batch * (3 if task == "train" else 1)
-            for name in calls:
-                median = statistics.median(times[name])
-                rows.append(
-                    Row(
-                        case.config, name, mode, task, batch,
-                        median_s=median, times_s=times[name], first_call_s=first[name],
-                        images_per_s=batch / median, gflops=flops / median / 1e9,
-                        gemm_fraction=flops / median / rates[batch, dtype], max_abs_diff=diffs.get(name),
-                    )
-                )  # fmt: skip
+        if not calls:
+            continue
+        gemm_flops = {}
+        for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            if precision == "fp32" or any(mode == "bf16" for _, mode in calls):
+                calls["gemm", precision], gemm_flops[precision] = gemm_call(config, batch, dtype, device)
+        first, times = time_interleaved(calls, repeats, device, progress)
+        for model in models.values():
+            model.eval()
+        flops = 2 * macs * batch * (3 if task == "train" else 1)
+        for (name, mode), t in times.items():
+            median = statistics.median(t)
+            if name == "gemm":
+                rows.append(Row(case.config, name, mode, task, batch, median_s=median, times_s=t,
+                                gflops=gemm_flops[mode] / median / 1e9))  # fmt: skip
+                continue
+            # Per repeat: this call's FLOP rate over the GEMM rate timed beside it; then the median.
+            reference = "bf16" if mode == "bf16" else "fp32"
+            fraction = statistics.median(
+                (flops / tm) / (gemm_flops[reference] / tg) for tm, tg in zip(t, times["gemm", reference], strict=True)
+            )
+            rows.append(
+                Row(
+                    case.config, name, mode, task, batch,
+                    median_s=median, times_s=t, first_call_s=first[name, mode],
+                    images_per_s=batch / median, gflops=flops / median / 1e9,
+                    gemm_fraction=fraction, max_abs_diff=diffs.get(name),
+                )
+            )  # fmt: skip
     torch._dynamo.reset()  # compiled graphs of this size are not needed again
     return rows
 
@@ -593,6 +607,14 @@ def _find(rows: list[Row], config: str, model: str, mode: str, task: str, checkp
     return None
 
 
+def speedup(slow: Row, fast: Row) -> float:
+    """How many times faster ``fast`` is: the median of per-repeat time ratios when both were timed in the same
+    interleaved loop (neighbours in time share the load), else the ratio of medians."""
+    if slow.times_s and len(slow.times_s) == len(fast.times_s):
+        return statistics.median(s / f for s, f in zip(slow.times_s, fast.times_s, strict=True))
+    return slow.median_s / fast.median_s
+
+
 def check_targets(rows: list[Row], machine: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target's measured value at the first preferred configuration that has both sides, and the gap."""
     results = []
@@ -620,7 +642,7 @@ def check_targets(rows: list[Row], machine: dict[str, Any]) -> list[dict[str, An
                 elif name == "checkpointing":
                     measured = 1 - a.peak_mib / b.peak_mib
                 else:
-                    measured = b.median_s / a.median_s
+                    measured = speedup(b, a)
                 where = config
                 break
         if measured is None:
@@ -666,32 +688,31 @@ def scaling(
         raise ValueError(f"--resolutions must be positive multiples of 16 (the patch size), got {bad}")
     device = resolve_device(device) if isinstance(device, str) else device
     machine = machine_info(device)
-    points = []
-    for size in tqdm(resolutions, desc="scaling", unit="size", disable=not progress):
+    points, models, calls = [], {}, {}
+    for size in tqdm(resolutions, desc="scaling: build", unit="size", disable=not progress):
         torch.manual_seed(0)
-        models = {
-            "Mixer-B/16": MLPMixer(**variant_config("B/16", image_size=size, gelu="exact")),
-            "ViT-B/16": timm.create_model("vit_base_patch16_224", pretrained=False, img_size=size),
-        }
         x, _ = _images(bench_config("B/16") | {"image_size": size}, batch_size, device)
-        calls = {}
-        for name, model in models.items():
+        for name, model in [
+            ("Mixer-B/16", MLPMixer(**variant_config("B/16", image_size=size, gelu="exact"))),
+            ("ViT-B/16", timm.create_model("vit_base_patch16_224", pretrained=False, img_size=size)),
+        ]:
             fused = [m for m in model.modules() if getattr(m, "fused_attn", False)]
             for m in fused:  # the flop counter has no formula for CPU fused attention: count the plain matmuls
                 m.fused_attn = False
             macs = count_macs(model, (1, 3, size, size))[""]
             for m in fused:
                 m.fused_attn = True
-            model.to(device).eval()
-            calls[name] = inference_runner(model, "eager", device, x)
-            points.append(dict(model=name, image_size=size, patches=(size // 16) ** 2, gmacs=macs / 1e9))
-        _, times = time_interleaved(calls, repeats, device)
-        for point in points[-len(models) :]:
-            model = models[point["model"]].train()
-            point["ms_per_image"] = statistics.median(times[point["model"]]) / batch_size * 1e3
+            models[name, size] = model.to(device).train()
             # What a training forward holds for backward: peak tensor memory of the forward pass with autograd.
-            point["activation_mib"] = peak_memory(functools.partial(model, x), device) / 2**20 / batch_size
-        del models, calls
+            activations = peak_memory(functools.partial(model, x), device) / 2**20 / batch_size
+            calls[name, size] = inference_runner(model.eval(), "eager", device, x)
+            points.append(dict(model=name, image_size=size, patches=(size // 16) ** 2, gmacs=macs / 1e9,
+                               activation_mib=activations))  # fmt: skip
+    # Every size of both models in one interleaved loop, so that a change in load does not bend the curves.
+    with tqdm(total=len(calls) * (repeats + 1), desc="scaling: time", disable=not progress) as bar:
+        _, times = time_interleaved(calls, repeats, device, bar)
+    for point in points:
+        point["ms_per_image"] = statistics.median(times[point["model"], point["image_size"]]) / batch_size * 1e3
     for name in dict.fromkeys(p["model"] for p in points):
         mine = [p for p in points if p["model"] == name]
         if len(mine) >= 2:
@@ -876,7 +897,7 @@ def benchmark(
     plan = tuple(plan)
     machine = machine_info(device)
     total = sum(
-        len(c.models) * len(c.modes) * len(set(c.tasks) - {"memory"}) * ((c.repeats or repeats) + 1) for c in plan
+        (len(c.models) * len(c.modes) + 1) * len(set(c.tasks) - {"memory"}) * ((c.repeats or repeats) + 1) for c in plan
     )
     rows: list[Row] = []
     start = time.perf_counter()
