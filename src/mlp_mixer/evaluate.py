@@ -137,7 +137,7 @@ def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: Path, 
                     )
     ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
     tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    fig.savefig(tmp, dpi=100, bbox_inches="tight", pad_inches=0.15)
     os.replace(tmp, path)
 
 
