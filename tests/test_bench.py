@@ -243,7 +243,8 @@ def test_compiled_models_agree_and_are_timed(tmp_path):
 
     plan = [bench.Case("tiny", ("ours", "timm"), ("compile",), ("infer",))]
     result = bench.benchmark(plan, "cpu", batch_size=2, repeats=1, progress=False)
-    assert [r["status"] for r in result["rows"]] == ["ok", "ok"]
+    # One row per model, plus the GEMM reference timed in the same loop.
+    assert [(r["model"], r["status"]) for r in result["rows"]] == [("ours", "ok"), ("timm", "ok"), ("gemm", "ok")]
     models, _ = bench.build_models(bench.CONFIGS["tiny"], ["ours"], torch.device("cpu"))
     x, _ = bench._images(bench.CONFIGS["tiny"], 2, torch.device("cpu"))
     compiled = bench.inference_runner(models["ours"], "compile", torch.device("cpu"), x)()
