@@ -11,7 +11,6 @@ whole batches into normalised floats (and augments them) in one place, on the tr
 
 from __future__ import annotations
 
-import hashlib
 import math
 import pickle
 import random
@@ -95,13 +94,6 @@ def eval_geometry(preprocessing: Preprocessing) -> v2.Compose:
             v2.Resize(min(resize) if h == w else resize, interpolation=interpolation, antialias=True),
             v2.CenterCrop((h, w)),
         ]
-    )
-
-
-def normalize(images: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
-    """uint8 (..., C, H, W) -> float32 scaled to [0, 1], then ``(x - mean) / std``, as :func:`eval_transform`."""
-    return v2.functional.normalize(
-        v2.functional.to_dtype(images, torch.float32, scale=True), list(preprocessing.mean), list(preprocessing.std)
     )
 
 
@@ -415,14 +407,6 @@ def infer_in_channels(paths: Sequence[str], limit: int = 32) -> int:
             return 3
         seen_gray = True
     return 1 if seen_gray else 3
-
-
-def folder_fingerprint(samples: Sequence[tuple[str, int]]) -> str:
-    """A short hash of the file list and labels, to tell whether a resumed run reads the same data."""
-    digest = hashlib.sha256()
-    for path, label in samples:
-        digest.update(f"{path}\t{label}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------------------------
