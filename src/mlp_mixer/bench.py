@@ -82,9 +82,9 @@ DEFAULT_PLAN = (
     Case("small", MODELS, ("eager", "bf16", "int8")),
     Case("small", ("ours", "timm"), ("compile",), ("infer", "latency", "train")),
     Case("S/16", MODELS, ("eager",), ("infer", "latency")),
-    Case("S/16", ("ours", "timm"), ("eager",), ("train", "memory"), repeats=3),
+    Case("S/16", ("ours", "timm"), ("eager",), ("train", "memory")),
     Case("S/16", ("ours", "timm"), ("bf16", "int8"), ("infer",)),
-    Case("B/16", ("ours", "timm"), ("eager", "compile", "bf16"), ("infer",), repeats=3),
+    Case("B/16", ("ours", "timm"), ("eager", "compile", "bf16"), ("infer",)),
     Case("L/16", ("ours", "timm"), ("eager",), ("latency",), repeats=3),
 )
 
