@@ -97,10 +97,10 @@ def test_lucidrains_has_the_papers_widths_not_its_swapped_defaults():
      ("AVX512", {"avx512f", "avx512_bf16"}, True), ("DEFAULT", {"amx_bf16"}, False)],
 )  # fmt: skip
 def test_native_bf16_needs_avx512_and_bf16_flags(monkeypatch, capability, flags, expected):
-    from mlp_mixer import bench
+    from mlp_mixer import bench, devices
 
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    monkeypatch.setattr(bench, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(devices, "cpu_flags", lambda: flags)
     assert bench.native_bf16(torch.device("cpu")) is expected
     reason = bench.mode_skip_reason("bf16", "infer", torch.device("cpu"))
     assert (reason is None) if expected else reason.startswith("skipped: no native bf16")

@@ -15,6 +15,7 @@ from test_data import make_folder, write_cifar
 
 from mlp_mixer import train as T
 from mlp_mixer.cli import main
+from mlp_mixer.devices import native_bf16
 from mlp_mixer.train import TrainConfig, resolve_config, train
 from mlp_mixer.weights import load_checkpoint, load_model
 
@@ -507,7 +508,7 @@ def test_amp_runs_or_is_refused_with_a_note(tmp_path, cifar, capsys):
     metrics = train(TrainConfig(data=cifar, epochs=1, output=str(tmp_path / "run"), amp=True, **FAST))
     assert metrics["status"] == "completed"
     saved = load_checkpoint(tmp_path / "run" / "last.pt")["config"]["amp"]
-    assert saved == T._bf16_supported(torch.device("cpu"))
+    assert saved == native_bf16(torch.device("cpu"))
     if not saved:
         assert "no native bf16; training in fp32" in capsys.readouterr().out
 

@@ -47,6 +47,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from tqdm import tqdm
 
+from .devices import cpu_flags, native_bf16
 from .model import MLPMixer
 from .summary import count_macs
 from .variants import SEED, variant_config
@@ -113,33 +114,12 @@ class Row:
 # ----------------------------------------------------------------------------------------------- the machine
 
 
-def cpu_flags() -> set[str]:
-    """The CPU feature flags of /proc/cpuinfo (empty where there is none, e.g. macOS)."""
-    path = Path("/proc/cpuinfo")
-    for line in path.read_text().splitlines() if path.exists() else []:
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def cpu_model() -> str:
     path = Path("/proc/cpuinfo")
     for line in path.read_text().splitlines() if path.exists() else []:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 runs natively: CUDA with bf16 support, or a CPU with AVX512-BF16 or AMX.
-
-    On an AVX2-only CPU bf16 matmuls are emulated (~100x slower than fp32), so nothing turns bf16 on there.
-    """
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu" or "AVX512" not in torch.backends.cpu.get_cpu_capability():
-        return False
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:

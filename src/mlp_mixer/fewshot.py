@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .devices import native_bf16
 from .model import MLPMixer
 from .weights import Preprocessing, load_model
 
@@ -125,21 +126,9 @@ def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextMana
     # bf16 only where it is native: CUDA with bf16 support, or a CPU with AVX512-BF16/AMX (elsewhere ~100x slower)
     if not amp:
         return contextlib.nullcontext()
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cpu" and _cpu_has_native_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if device.type in ("cuda", "cpu") and native_bf16(device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def _cpu_has_native_bf16() -> bool:
-    if "AVX512" not in torch.backends.cpu.get_cpu_capability():
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 @torch.no_grad()

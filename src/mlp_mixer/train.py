@@ -42,6 +42,7 @@ from torch import nn
 
 from . import data as datalib
 from . import distributed
+from .devices import native_bf16
 from .distributed import all_reduce_sum, any_process, is_main_process
 from .evaluate import EvalResult, evaluate_model, write_report
 from .model import MLPMixer
@@ -982,7 +983,7 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
     busy = _busy_note(device, config.threads)
     if busy:
         notes.append(busy)
-    if config.amp and not _bf16_supported(device):
+    if config.amp and not native_bf16(device):
         notes.append(f"--amp: this {device.type.upper()} has no native bf16; training in fp32 instead")
         config = config.replace(amp=False)
     if config.fsdp and distributed.world_size() == 1:
@@ -1235,14 +1236,6 @@ def _busy_note(device: torch.device, threads: int | None) -> str | None:
             "times faster"
         )
     return None
-
-
-def _bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return True
 
 
 # ---------------------------------------------------------------------------------------------------------------
