@@ -12,7 +12,6 @@ import argparse
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from torch.utils.data import Dataset
 
 from .devices import native_bf16
 from .model import MLPMixer
-from .weights import Preprocessing, load_model
+from .weights import Preprocessing, _atomic_write, load_model
 
 L2_REG = 2.0**10  # big_vision's few-shot configs (configs/common_fewshot.py)
 BIAS_CONSTANT = 100.0  # big_vision: a large constant feature, so the bias is almost unregularised
@@ -325,17 +324,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def _write_json_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
 
 
 def add_fewshot_arguments(parser: argparse.ArgumentParser) -> None:

@@ -47,7 +47,7 @@ from .distributed import all_reduce_sum, any_process, is_main_process
 from .evaluate import EvalResult, evaluate_model, write_report
 from .model import MLPMixer
 from .variants import count_parameters, variant_config
-from .weights import Preprocessing, atomic_save, load_checkpoint, model_from_config
+from .weights import Preprocessing, _atomic_write, atomic_save, load_checkpoint, model_from_config
 
 # ---------------------------------------------------------------------------------------------------------------
 # Configuration
@@ -731,9 +731,7 @@ def train_one_epoch(
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _atomic_write(path, lambda f: f.write(text.encode()))
 
 
 class RunFiles:

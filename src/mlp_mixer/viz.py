@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .model import MLPMixer
-from .weights import load_model
+from .weights import _atomic_write, load_model
 
 DIVERGING = "RdBu_r"  # red positive, blue negative, white zero
 
@@ -244,11 +244,7 @@ def _copy(source: Path, target: Path) -> None:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    _atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _read_json(path: Path) -> dict[str, Any]:

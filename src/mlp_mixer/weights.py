@@ -81,6 +81,7 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 
 
 def _atomic_write(path: str | Path, write: Any) -> Path:
+    """Call ``write(binary_file)`` on a temporary file beside ``path``, fsync, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -89,6 +90,9 @@ def _atomic_write(path: str | Path, write: Any) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the permissions open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
