@@ -280,3 +280,21 @@ def test_cuda_bench_runs_bf16_and_measures_memory():
     assert bf16 == "ok" if torch.cuda.is_bf16_supported() else bf16.startswith("skipped: no native bf16")
     assert rows["ours", "int8", "infer", False]["status"].startswith("skipped: int8")
     assert rows["ours", "eager", "memory", False]["peak_mib"] > rows["ours", "eager", "memory", True]["peak_mib"] > 0
+
+
+def test_keep_freed_memory_sets_glibc_or_says_it_cannot(tmp_path):
+    """In a child process (the setting is process-wide): True on glibc, and the run is labelled in its files."""
+    import json
+    import platform
+    import subprocess
+    import sys
+
+    code = "from mlp_mixer.bench import keep_freed_memory; print(keep_freed_memory())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(platform.libc_ver()[0] == "glibc")
+    if out == "True":
+        argv = ["-m", "mlp_mixer", "bench", "--quick", "--keep-freed-memory", "--models", "ours", "--modes", "eager"]
+        argv += ["--tasks", "infer", "--no-plot", "--output", str(tmp_path)]
+        subprocess.run([sys.executable, *argv], capture_output=True, text=True, check=True)
+        result = json.loads((tmp_path / "bench_cpu_quick_kept.json").read_text())
+        assert result["machine"]["malloc"].startswith("glibc, freed memory kept")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import ctypes
 import functools
 import importlib.util
 import io
@@ -143,6 +144,21 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "versions": versions,
         "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
+
+
+def keep_freed_memory() -> bool:
+    """glibc only: keep freed memory in the process for reuse instead of mapping and unmapping it per tensor.
+
+    By default glibc gives every large allocation (above 32 MiB at most: each big activation) fresh pages from
+    the OS, and the first touch of each page faults. On a 2-core CPU that is ~10% of a training step and most of
+    its run-to-run spread; tcmalloc and jemalloc keep freed memory like this. Returns False without glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    return all(mallopt(option, 2**30) == 1 for option in (m_mmap_threshold, m_trim_threshold))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -587,19 +603,24 @@ def _find(rows: list[Row], config: str, model: str, mode: str, task: str, checkp
     return None
 
 
+def _ratios(slow: Row, fast: Row) -> list[float]:
+    """Per-repeat time ratios when both were timed in the same interleaved loop, else the ratio of medians."""
+    if slow.times_s and len(slow.times_s) == len(fast.times_s):
+        return [s / f for s, f in zip(slow.times_s, fast.times_s, strict=True)]
+    return [slow.median_s / fast.median_s]
+
+
 def speedup(slow: Row, fast: Row) -> float:
     """How many times faster ``fast`` is: the median of per-repeat time ratios when both were timed in the same
     interleaved loop (neighbours in time share the load), else the ratio of medians."""
-    if slow.times_s and len(slow.times_s) == len(fast.times_s):
-        return statistics.median(s / f for s, f in zip(slow.times_s, fast.times_s, strict=True))
-    return slow.median_s / fast.median_s
+    return statistics.median(_ratios(slow, fast))
 
 
 def check_targets(rows: list[Row], machine: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target's measured value at the first preferred configuration that has both sides, and the gap."""
     results = []
     for name, description, required, configs in TARGETS:
-        measured, where = None, None
+        measured, where, spread = None, None, None
         for config in configs:
             if name == "eager_vs_timm":
                 a, b = _find(rows, config, "ours", "eager", "infer"), _find(rows, config, "timm", "eager", "infer")
@@ -622,7 +643,8 @@ def check_targets(rows: list[Row], machine: dict[str, Any]) -> list[dict[str, An
                 elif name == "checkpointing":
                     measured = 1 - a.peak_mib / b.peak_mib
                 else:
-                    measured = speedup(b, a)
+                    measured, ratios = speedup(b, a), _ratios(b, a)
+                    spread = [min(ratios), max(ratios)]
                 where = config
                 break
         if measured is None:
@@ -632,7 +654,7 @@ def check_targets(rows: list[Row], machine: dict[str, Any]) -> list[dict[str, An
         else:
             status = f"missed by {(required - measured) / required:.0%}"
         results.append(dict(target=name, description=description, config=where, required=required,
-                            measured=measured, status=status))  # fmt: skip
+                            measured=measured, spread=spread, status=status))  # fmt: skip
     return results
 
 
@@ -784,7 +806,8 @@ def format_report(result: dict[str, Any]) -> str:
     header = (
         f"{m['gpu'] or m['cpu']} ({m['cpu_capability']}, flags: {' '.join(m['cpu_bf16_flags']) or 'none'}, "
         f"native bf16: {m['native_bf16']}), {m['threads']} threads of {m['cores']} cores; {versions}; "
-        f"load average {m['loadavg']} before, {m['loadavg_after']} after; {m['seconds']} s; "
+        f"malloc: {m.get('malloc', 'default')}; load average {m['loadavg']} before, {m['loadavg_after']} after; "
+        f"{m['seconds']} s; "
         f"batch {result['batch_size']}, medians of {result['repeats']} timed calls (fewer where the plan says)"
     )
     rows = [Row(**r) for r in result["rows"]]
@@ -792,9 +815,11 @@ def format_report(result: dict[str, Any]) -> str:
 
 
 def format_targets(targets: list[dict[str, Any]]) -> str:
-    lines = ["| target | config | required | measured | status |", "|---|---|---:|---:|---|"]
+    lines = ["| target | config | required | measured (per-repeat range) | status |", "|---|---|---:|---:|---|"]
     for t in targets:
         measured = "" if t["measured"] is None else f"{t['measured']:.2f}"
+        if t.get("spread"):
+            measured += f" ({t['spread'][0]:.2f}-{t['spread'][1]:.2f})"
         lines.append(f"| {t['description']} | {t['config'] or ''} | {t['required']:.2f} | {measured} | {t['status']} |")
     return "\n".join(lines)
 
@@ -928,6 +953,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default="benchmarks/results", help="directory for JSON, CSV and PNG")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
     parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="glibc: reuse freed memory instead of fresh pages per tensor (like jemalloc); results get a _kept suffix",
+    )
+    parser.add_argument(
         "--scaling", action="store_true", help="instead: Mixer-B/16 vs ViT-B/16 against image size (batch 4)"
     )
     parser.add_argument("--resolutions", type=_sizes, default=[64, 128, 224, 320, 448], help="for --scaling")
@@ -938,9 +968,13 @@ def run_bench(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    kept = args.keep_freed_memory and keep_freed_memory()
+    if args.keep_freed_memory and not kept:
+        raise ValueError("--keep-freed-memory needs glibc's mallopt, which this C library does not have")
+    suffix = ("_quick" if args.quick else "") + ("_kept" if kept else "")
     if args.scaling:
         result = scaling(args.resolutions, args.device, 1 if args.quick else 4, min(args.repeats, 3))
-        stem = f"scaling_{result['machine']['device'].split(':')[0]}" + ("_quick" if args.quick else "")
+        stem = f"scaling_{result['machine']['device'].split(':')[0]}{suffix}"
         path = _write_text(Path(args.output) / f"{stem}.json", json.dumps(result, indent=1) + "\n")
         paths = [path] + ([] if args.no_plot else [plot_scaling(result, Path(args.output) / f"{stem}.png")])
         print(format_scaling(result))
@@ -953,7 +987,8 @@ def run_bench(args: argparse.Namespace) -> int:
         plan = plan_from_filters(args.configs, args.models, args.modes, args.tasks)
         batch_size, repeats = args.batch_size, args.repeats
     result = benchmark(plan, args.device, batch_size, repeats)
-    stem = f"bench_{result['machine']['device'].split(':')[0]}" + ("_quick" if args.quick else "")
+    result["machine"]["malloc"] = "glibc, freed memory kept (--keep-freed-memory)" if kept else "default"
+    stem = f"bench_{result['machine']['device'].split(':')[0]}{suffix}"
     paths = write_results(result, args.output, stem, plot=not args.no_plot)
     print(format_report(result))
     print("written: " + ", ".join(str(p) for p in paths))
