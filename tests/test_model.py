@@ -278,3 +278,18 @@ def test_init_weights_is_deterministic_under_seed(tiny_config):
     init_weights(b)
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
+
+
+@pytest.mark.parametrize("inference", [True, False])
+def test_compiles_to_one_graph_equal_to_eager(tiny_config, inference):
+    """torch.compile sees the whole model (no graph break) and its transposed token-mixing form equals eager."""
+    torch.manual_seed(0)
+    model = randomize(MLPMixer(**tiny_config)).eval()
+    x = torch.randn(2, tiny_config["in_channels"], *[tiny_config["image_size"]] * 2)
+    with torch.inference_mode(inference):
+        explained = torch._dynamo.explain(model)(x)
+        compiled = torch.compile(model, backend="aot_eager", fullgraph=True)(x)
+        expected = model(x)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert "baddbmm" not in explained.graphs[0].code  # inductor gets plain linears it can pack and fuse around
+    torch.testing.assert_close(compiled, expected, atol=1e-5, rtol=1e-5)
