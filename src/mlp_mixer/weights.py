@@ -5,9 +5,11 @@ Two on-disk forms of our own, both loadable by :func:`load_model`:
 - a training checkpoint: one ``.pt`` file holding a plain dict (torchvision's references style)::
 
       {"model": state_dict, "model_config": MLPMixer.config(), "classes": [...], "preprocessing": {...},
-       "optimizer": ..., "scheduler": ..., "epoch": ..., "step": ..., "rng": ..., "config": run config}
+       "optimizer": ..., "scheduler": ..., "epoch": ..., "batch": ..., "step": ..., "rng": ...,
+       "config": run config, "history": [per-epoch metrics], "best": {...}}
 
-  written atomically (temporary file, fsync, rename) and read with ``torch.load(weights_only=True)``;
+  (``model`` holds the EMA weights when EMA is on, the raw ones then in ``train_model``; ``batch`` counts the
+  steps already done in an interrupted epoch, so resuming continues mid-epoch), written atomically (temporary file, fsync, rename) and read with ``torch.load(weights_only=True)``;
 - a ``save_pretrained`` directory: ``config.json`` (architecture, classes, preprocessing) and
   ``model.safetensors``, the Hugging Face layout, so ``huggingface_hub`` can push and pull it.
 
