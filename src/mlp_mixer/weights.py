@@ -9,7 +9,8 @@ Two on-disk forms of our own, both loadable by :func:`load_model`:
        "config": run config, "history": [per-epoch metrics], "best": {...}}
 
   (``model`` holds the EMA weights when EMA is on, the raw ones then in ``train_model``; ``batch`` counts the
-  steps already done in an interrupted epoch, so resuming continues mid-epoch), written atomically (temporary file, fsync, rename) and read with ``torch.load(weights_only=True)``;
+  steps already done in an interrupted epoch, so resuming continues mid-epoch), written atomically
+  (temporary file, fsync, rename) and read with ``torch.load(weights_only=True)``;
 - a ``save_pretrained`` directory: ``config.json`` (architecture, classes, preprocessing) and
   ``model.safetensors``, the Hugging Face layout, so ``huggingface_hub`` can push and pull it.
 
