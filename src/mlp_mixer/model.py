@@ -84,8 +84,8 @@ class TokenMixing(FeedForward):
         super().__init__(num_patch, token_dim, dropout, gelu, linear=TokenLinear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.compiler.is_compiling():
-            return super().forward(x)
+        if not torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            return super().forward(x)  # eager, and exported graphs (ONNX runs W @ x well; int8 keeps it float)
         # Under torch.compile the transposed form is faster: inductor folds both transposes into the
         # neighbouring LayerNorm and residual add, and runs one (B*C, S) GEMM with MKL's packed weights.
         x = self.drop1(self.act(nn.Linear.forward(self.fc1, x.transpose(1, 2))))
