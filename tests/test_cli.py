@@ -89,3 +89,12 @@ def test_console_script_and_module_entry_points():
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
     assert "summary" in capsys.readouterr().out
+
+
+def test_version_is_the_installed_distributions(capsys):
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.split()[:2] == ["mlp-mixer", version("mlp-mixer")]

@@ -12,6 +12,9 @@ import importlib
 import sys
 from typing import Any
 
+import torch
+
+from . import __version__
 from .variants import SEED, VARIANTS, variant_config
 
 # verb: (module, one-line help)
@@ -71,6 +74,7 @@ def model_config_from_args(args: argparse.Namespace, base: dict[str, Any] | None
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="mlp-mixer", description="MLP-Mixer for PyTorch.")
+    parser.add_argument("--version", action="version", version=f"mlp-mixer {__version__} (torch {torch.__version__})")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     module = None
