@@ -88,6 +88,7 @@ class TokenMixing(FeedForward):
             return super().forward(x)  # eager, and exported graphs (ONNX runs W @ x well; int8 keeps it float)
         # Under torch.compile the transposed form is faster: inductor folds both transposes into the
         # neighbouring LayerNorm and residual add, and runs one (B*C, S) GEMM with MKL's packed weights.
+        # (Calling nn.Linear.forward skips fc1/fc2's own hooks, which only eager-mode tools use.)
         x = self.drop1(self.act(nn.Linear.forward(self.fc1, x.transpose(1, 2))))
         return self.drop2(nn.Linear.forward(self.fc2, x)).transpose(1, 2)
 
