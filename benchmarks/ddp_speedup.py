@@ -20,7 +20,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,12 +28,7 @@ from pathlib import Path
 
 import torch
 
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+from mlp_mixer.devices import cpu_model
 
 
 def run(processes: int, threads: int, flags: list[str], output: Path) -> dict:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -26,18 +25,12 @@ import onnxruntime as ort
 import torch
 
 from mlp_mixer.data import embedded_mnist, eval_transform
+from mlp_mixer.devices import cpu_model
 from mlp_mixer.export import export
 from mlp_mixer.quantize import quantize_dynamic_int8
 from mlp_mixer.weights import load_model
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def onnx_runner(path: Path, threads: int) -> Runner:

@@ -48,7 +48,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from tqdm import tqdm
 
-from .devices import cpu_flags, native_bf16
+from .devices import cpu_flags, cpu_model, native_bf16
 from .model import MLPMixer
 from .summary import count_macs
 from .variants import SEED, variant_config
@@ -114,14 +114,6 @@ class Row:
 
 
 # ----------------------------------------------------------------------------------------------- the machine
-
-
-def cpu_model() -> str:
-    path = Path("/proc/cpuinfo")
-    for line in path.read_text().splitlines() if path.exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:

@@ -6,18 +6,29 @@ On a CPU without native bf16 (AVX2 only, or AVX-512 without AVX512-BF16/AMX) bf1
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import torch
 
 
-def cpu_flags() -> set[str]:
-    """The CPU feature flags of /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` line of /proc/cpuinfo (None where there is none, e.g. macOS)."""
     path = Path("/proc/cpuinfo")
     for line in path.read_text().splitlines() if path.exists() else []:
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+        if line.startswith(field):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags of /proc/cpuinfo (empty where there is none)."""
+    return set((_cpuinfo("flags") or "").split())
+
+
+def cpu_model() -> str:
+    """The CPU's name, recorded with every timing: /proc/cpuinfo's model name, else what platform says."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def native_bf16(device: torch.device) -> bool:

@@ -26,7 +26,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import sys
@@ -42,7 +41,7 @@ from torch import nn
 
 from . import data as datalib
 from . import distributed
-from .devices import native_bf16
+from .devices import cpu_model, native_bf16
 from .distributed import all_reduce_sum, any_process, is_main_process
 from .evaluate import EvalResult, evaluate_model, write_report
 from .model import MLPMixer
@@ -920,14 +919,8 @@ def resume_path(path: str | Path) -> Path:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     info = {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": str(torch.__version__),
