@@ -9,7 +9,7 @@ Run it when the machine is quiet: the load average is recorded before and after,
 
 import sys
 
-from mlp_mixer.cli import main
+from mlp_mixer.commands import main
 
 if __name__ == "__main__":
     extra = sys.argv[1:]

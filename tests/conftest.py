@@ -1,10 +1,11 @@
+from pathlib import Path
+
 import pytest
 import torch
 
 from mlp_mixer import MLPMixer
-
-# A Mixer small enough for every test: 4x4 patches of a 16x16 image (16 tokens).
-TINY = dict(in_channels=3, dim=32, num_classes=10, patch_size=4, image_size=16, depth=2, token_dim=16, channel_dim=64)
+from mlp_mixer.pretrained import Preprocessing
+from mlp_mixer.variants import TINY
 
 
 @pytest.fixture
@@ -16,3 +17,15 @@ def tiny_config() -> dict:
 def tiny_model() -> MLPMixer:
     torch.manual_seed(0)
     return MLPMixer(**TINY)
+
+
+def save_pretrained(
+    model: MLPMixer, directory: Path, classes: list[str] | None = None, preprocessing: Preprocessing | None = None
+) -> Path:
+    """``model.save_pretrained(directory)`` with class names and preprocessing attached first; returns the folder."""
+    if classes is not None:
+        model.classes = list(classes)
+    if preprocessing is not None:
+        model.preprocessing = preprocessing
+    model.save_pretrained(directory)
+    return Path(directory)

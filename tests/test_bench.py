@@ -200,7 +200,7 @@ def test_bench_cli_quick_writes_results(tmp_path, capsys):
     import json
 
     from mlp_mixer import bench
-    from mlp_mixer.cli import main
+    from mlp_mixer.commands import main
 
     code = main(["bench", "--quick", "--modes", "eager,bf16,int8", "--output", str(tmp_path), "--threads", "1"])
     assert code == 0
@@ -231,7 +231,7 @@ def test_bench_cli_quick_writes_results(tmp_path, capsys):
 
 
 def test_bench_cli_rejects_bad_options(capsys):
-    from mlp_mixer.cli import main
+    from mlp_mixer.commands import main
 
     assert main(["bench", "--models", "ours,foo", "--output", "unused"]) == 2
     assert "--models: unknown foo" in capsys.readouterr().err

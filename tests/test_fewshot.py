@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import save_pretrained
 
 from mlp_mixer import MLPMixer
-from mlp_mixer.cli import main
+from mlp_mixer.commands import main
 from mlp_mixer.fewshot import (
     BIAS_CONSTANT,
     STD_EPS,
@@ -17,7 +18,7 @@ from mlp_mixer.fewshot import (
     pooled_features,
     sample_shots,
 )
-from mlp_mixer.weights import Preprocessing, save_pretrained
+from mlp_mixer.weights import Preprocessing
 
 
 def _whitened_design(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

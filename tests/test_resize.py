@@ -2,11 +2,12 @@
 
 import pytest
 import torch
+from conftest import save_pretrained
 
 from mlp_mixer import MLPMixer
-from mlp_mixer.cli import main
+from mlp_mixer.commands import main
 from mlp_mixer.resize import resize_model
-from mlp_mixer.weights import load_model, save_pretrained
+from mlp_mixer.weights import load_model
 
 
 def _randomized(config: dict, seed: int = 0) -> MLPMixer:
@@ -169,11 +170,11 @@ def test_resize_command_writes_a_loadable_model(tmp_path, tiny_config, suffix, c
     assert main(["resize", str(source), str(out), "--image-size", "32", "--method", "blockdiag"]) == 0
     assert "token_dim 16 -> 64" in capsys.readouterr().out
     loaded = load_model(out)
-    assert loaded.model.image_size == (32, 32) and loaded.preprocessing.image_size == (32, 32)
+    assert loaded.image_size == (32, 32) and loaded.preprocessing.image_size == (32, 32)
     assert loaded.classes == [str(i) for i in range(10)]
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.model(x), resize_model(model, 32, "blockdiag")(x))
+        torch.testing.assert_close(loaded(x), resize_model(model, 32, "blockdiag")(x))
 
 
 def test_resize_command_reports_bad_sizes(tmp_path, tiny_config, capsys):

@@ -14,7 +14,8 @@ import torch
 from test_data import make_folder, write_cifar
 
 from mlp_mixer import train as T
-from mlp_mixer.cli import main
+from mlp_mixer.commands import main
+from mlp_mixer.commands import train as train_command
 from mlp_mixer.devices import native_bf16
 from mlp_mixer.train import TrainConfig, resolve_config, train
 from mlp_mixer.weights import load_checkpoint, load_model
@@ -95,7 +96,7 @@ def test_recipe_then_yaml_then_flags(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("recipe: finetune\nbatch-size: 4\nlr: 0.1\nrandaugment: 2,9\n")
     args = _parse(["--config", str(path), "--lr", "0.02"])
-    config = resolve_config(T.config_from_args(args))
+    config = resolve_config(train_command.config_from_args(args))
     assert (config.opt, config.weight_decay, config.clip_grad, config.sched) == ("sgd", 0.0, 1.0, "cosine")
     assert config.batch_size == 4 and config.lr == 0.02 and config.randaugment == [2, 9]
 
@@ -111,7 +112,7 @@ def _parse(argv):
     import argparse
 
     parser = argparse.ArgumentParser()
-    T.add_train_arguments(parser)
+    train_command.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -179,7 +180,7 @@ def test_cli_run_writes_everything(tmp_path, cifar, capsys):
         assert key in checkpoint, key
     assert checkpoint["classes"][:2] == ["class0", "class1"] and checkpoint["epoch"] == 2
     loaded = load_model(out / "best.pt")
-    assert loaded.model.num_classes == 10 and loaded.preprocessing.image_size == (16, 16)
+    assert loaded.num_classes == 10 and loaded.preprocessing.image_size == (16, 16)
 
     # eval without --data: the held-out split of the run, the same numbers as the run's last epoch
     assert main(["eval", "--checkpoint", str(out / "last.pt"), "--output", str(tmp_path / "ev")]) == 0
@@ -255,7 +256,7 @@ def _python(code: str, *args: str, **kw) -> subprocess.Popen:
 
 
 def _cli(*args: str) -> subprocess.Popen:
-    return _python("import sys; from mlp_mixer.cli import main; sys.exit(main(sys.argv[1:]))", *args)
+    return _python("import sys; from mlp_mixer.commands import main; sys.exit(main(sys.argv[1:]))", *args)
 
 
 @pytest.mark.slow
@@ -322,7 +323,7 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, cif
     assert process.returncode == -signal.SIGKILL
     assert list(out.glob(".last.pt.*.tmp")), "the kill did not land inside the write"
     previous = load_checkpoint(out / "last.pt")
-    assert previous["epoch"] == 1 and load_model(out / "best.pt").model.num_classes == 10
+    assert previous["epoch"] == 1 and load_model(out / "best.pt").num_classes == 10
     assert train(TrainConfig(resume=str(out)))["epochs"] == 3
 
 
@@ -411,7 +412,7 @@ def test_init_from_replaces_the_head_with_zeros(source_run, folder):
     config = resolve_config(TrainConfig(init_from=str(source_run), data=folder, recipe="finetune", workers=0))
     splits = T.open_data(config)
     model, preprocessing, notes = T.build_model(config, splits)
-    source = load_model(source_run).model
+    source = load_model(source_run)
     assert model.num_classes == 3 and not model.head.weight.any() and not model.head.bias.any()
     for name, value in source.state_dict().items():
         if not name.startswith("head."):
@@ -437,7 +438,7 @@ def test_freeze_backbone_trains_the_head_only(tmp_path, source_run, folder):
     assert metrics["status"] == "completed"
     config = load_checkpoint(out / "last.pt")["config"]
     assert (config["opt"], config["weight_decay"], config["clip_grad"], config["lr"]) == ("sgd", 0.0, 1.0, 0.1)
-    tuned, source = load_model(out / "last.pt").model.state_dict(), load_model(source_run).model.state_dict()
+    tuned, source = load_model(out / "last.pt").state_dict(), load_model(source_run).state_dict()
     assert tuned["head.weight"].shape == (3, 16) and tuned["head.weight"].any()
     assert all(torch.equal(tuned[k], v) for k, v in source.items() if not k.startswith("head."))
 
@@ -457,8 +458,8 @@ def test_init_from_at_a_new_resolution(tmp_path, source_run, folder):
         )
     )
     loaded = load_model(out / "last.pt")
-    assert loaded.model.image_size == (32, 32) and loaded.preprocessing.image_size == (32, 32)
-    assert loaded.model.token_dim == 8 * 4  # the paper's block-diagonal widening for 2x2 times more patches
+    assert loaded.image_size == (32, 32) and loaded.preprocessing.image_size == (32, 32)
+    assert loaded.token_dim == 8 * 4  # the paper's block-diagonal widening for 2x2 times more patches
 
 
 # --- options ------------------------------------------------------------------------------------------------------
@@ -517,4 +518,4 @@ def test_amp_runs_or_is_refused_with_a_note(tmp_path, cifar, capsys):
 def test_compile(tmp_path, cifar):
     metrics = train(TrainConfig(data=cifar, epochs=1, output=str(tmp_path / "run"), compile=True, **FAST))
     assert metrics["status"] == "completed"
-    assert load_model(tmp_path / "run" / "last.pt").model.num_classes == 10  # plain keys, no _orig_mod.
+    assert load_model(tmp_path / "run" / "last.pt").num_classes == 10  # plain keys, no _orig_mod.

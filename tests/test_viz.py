@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from conftest import save_pretrained
 
 from mlp_mixer import MLPMixer
-from mlp_mixer.cli import main
+from mlp_mixer.commands import main
 from mlp_mixer.viz import mosaic, pair_units, select_blocks, spatial_frequency, token_mixing_units, viz
-from mlp_mixer.weights import save_pretrained
 
 # A non-square patch grid (2 x 4) catches a transposed reshape
 GRID_CONFIG = dict(

@@ -5,14 +5,16 @@ import json
 import math
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import save_pretrained
 
 import mlp_mixer
 from mlp_mixer import VARIANTS, MLPMixer
-from mlp_mixer.cli import main
+from mlp_mixer.commands import main
 from mlp_mixer.weights import (
     Preprocessing,
     atomic_save,
@@ -21,7 +23,6 @@ from mlp_mixer.weights import (
     load_model,
     load_official_npz,
     official_to_state_dict,
-    save_pretrained,
     to_timm_state_dict,
 )
 
@@ -109,7 +110,7 @@ def official_npz(tmp_path):
 def test_converted_official_model_follows_the_official_equations(official_npz):
     path, params = official_npz
     loaded = load_official_npz(path)
-    model = loaded.model
+    model = loaded
     assert model.config() == dict(
         in_channels=3, dim=64, num_classes=10, patch_size=4, image_size=[16, 16], depth=2, token_dim=32,
         channel_dim=128, gelu="tanh",
@@ -133,7 +134,7 @@ def test_non_square_grid_needs_image_size_and_keeps_row_major_tokens(tmp_path):
     np.savez(path, **params)
     with pytest.raises(ValueError, match="12 patches are not a square grid; pass image_size"):
         load_official_npz(path)
-    model = load_official_npz(path, image_size=(16, 12)).model
+    model = load_official_npz(path, image_size=(16, 12))
     images = np.random.default_rng(2).normal(size=(2, 16, 12, 3))
     with torch.no_grad():
         got = model(torch.from_numpy(images).permute(0, 3, 1, 2).float()).double().numpy()
@@ -203,7 +204,7 @@ def test_official_errors_name_the_file(official_npz, tmp_path):
     bad = dict(params)
     bad["MixerBlock_1/token_mixing/Dense_0/kernel"] = np.zeros((16, 8), np.float32)  # token_dim 8 in block 1
     np.savez(mismatched, **bad)
-    with pytest.raises(ValueError, match="mismatched.npz do not fit"):
+    with pytest.raises(ValueError, match="mismatched.npz do not match a Mixer with"):
         load_official_npz(mismatched)
     assert main(["convert", str(tmp_path / "missing.npz"), str(tmp_path / "out")]) == 2
 
@@ -270,13 +271,13 @@ def _timm_hub_dir(tmp_path, tag="goog_in21k_ft_in1k"):
 def test_timm_hub_snapshot_loads_with_its_preprocessing_and_gelu(tmp_path):
     timm_model, directory = _timm_hub_dir(tmp_path)
     loaded = mlp_mixer.from_pretrained(directory)
-    assert loaded.model.gelu == "tanh"  # goog_* weights are the official JAX ones
+    assert loaded.gelu == "tanh"  # goog_* weights are the official JAX ones
     assert loaded.classes == [f"c{i}" for i in range(10)]
     assert loaded.preprocessing == Preprocessing((16, 16), (0.5,) * 3, (0.5,) * 3, 0.875, "bicubic")
-    for key, value in to_timm_state_dict(loaded.model).items():
+    for key, value in to_timm_state_dict(loaded).items():
         torch.testing.assert_close(value, timm_model.state_dict()[key], rtol=0, atol=0)
     _, other = _timm_hub_dir(tmp_path / "miil", tag="miil_in21k_ft_in1k")
-    assert mlp_mixer.from_pretrained(other).model.gelu == "exact"  # trained in PyTorch with exact GELU
+    assert mlp_mixer.from_pretrained(other).gelu == "exact"  # trained in PyTorch with exact GELU
 
 
 def test_bare_timm_state_dict_files_load(tmp_path):
@@ -287,7 +288,7 @@ def test_bare_timm_state_dict_files_load(tmp_path):
     save_file(timm_model.state_dict(), str(tmp_path / "timm.safetensors"))
     x = torch.randn(1, 3, 16, 16)
     for name in ("timm.pth", "timm.safetensors"):
-        model = load_model(tmp_path / name).model
+        model = load_model(tmp_path / name)
         with torch.no_grad():
             assert (model(x) - timm_model(x)).abs().max() <= 1e-5
 
@@ -304,7 +305,7 @@ def test_convert_to_timm_layout_is_loaded_by_timm(tmp_path):
     np.savez(tmp_path / "s32.npz", **params)
     assert main(["convert", str(tmp_path / "s32.npz"), str(tmp_path / "timm_dir"), "--to", "timm"]) == 0
     timm_model = timm.create_model(f"local-dir:{tmp_path / 'timm_dir'}", pretrained=True).eval()
-    ours = load_official_npz(tmp_path / "s32.npz").model
+    ours = load_official_npz(tmp_path / "s32.npz")
     exact = MLPMixer(**{**ours.config(), "image_size": 64, "gelu": "exact"}).eval()  # timm computes exact GELU
     exact.load_state_dict(ours.state_dict())
     x = torch.randn(2, 3, 64, 64)
@@ -322,15 +323,43 @@ def test_save_pretrained_round_trip_in_the_hf_layout(tiny_model, tmp_path):
     with torch.no_grad():
         tiny_model.head.weight.normal_()
     preprocessing = Preprocessing((16, 16), (0.1, 0.2, 0.3), (0.4, 0.5, 0.6), 0.9, "bicubic")
-    directory = save_pretrained(tiny_model, tmp_path / "pretrained", [f"k{i}" for i in range(10)], preprocessing)
-    assert sorted(p.name for p in directory.iterdir()) == ["config.json", "model.safetensors"]
+    tiny_model.classes, tiny_model.preprocessing = [f"k{i}" for i in range(10)], preprocessing
+    directory = tmp_path / "pretrained"
+    tiny_model.save_pretrained(directory)  # a method, from huggingface_hub's PyTorchModelHubMixin
+    # config.json + model.safetensors, and the mixin's model card
+    assert sorted(p.name for p in directory.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert "library_name: mlp-mixer" in (directory / "README.md").read_text()
     with safe_open(str(directory / "model.safetensors"), "pt") as f:  # plain safetensors, as the Hub expects
         assert set(f.keys()) == set(tiny_model.state_dict())
-    loaded = mlp_mixer.from_pretrained(directory)
-    assert loaded.classes == [f"k{i}" for i in range(10)] and loaded.preprocessing == preprocessing
     x = torch.randn(2, 3, 16, 16)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded.model(x), tiny_model.eval()(x), rtol=0, atol=0)
+    # the module function (any source) and the class method (our layout) both return the model itself
+    for loaded in (mlp_mixer.from_pretrained(directory), MLPMixer.from_pretrained(directory)):
+        assert type(loaded) is MLPMixer and not loaded.training
+        assert loaded.classes == [f"k{i}" for i in range(10)] and loaded.preprocessing == preprocessing
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(x), tiny_model.eval()(x), rtol=0, atol=0)
+    assert callable(loaded.push_to_hub)
+
+
+def test_push_to_hub_uploads_the_save_pretrained_folder(tiny_model, tmp_path, monkeypatch):
+    """push_to_hub (the mixin's) saves through our _save_pretrained into a folder and uploads that folder."""
+    from huggingface_hub import HfApi
+
+    uploaded = {}
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        uploaded.update(repo_id=repo_id, files=sorted(p.name for p in Path(folder_path).iterdir()))
+        uploaded["config"] = json.loads((Path(folder_path) / "config.json").read_text())
+        return "https://huggingface.co/you/tiny/commit/0"
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: type("R", (), {"repo_id": repo_id})())
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    tiny_model.classes = [f"k{i}" for i in range(10)]
+    tiny_model.push_to_hub("you/tiny")
+    assert uploaded["repo_id"] == "you/tiny"
+    assert uploaded["files"] == ["README.md", "config.json", "model.safetensors"]
+    assert uploaded["config"]["classes"] == tiny_model.classes
+    assert uploaded["config"]["model_config"] == tiny_model.config()
 
 
 def test_pretrained_directory_errors_name_the_file(tiny_model, tmp_path):
@@ -408,7 +437,7 @@ def test_hub_ids_are_parsed_and_fetched_through_huggingface_hub(tmp_path, monkey
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     for name in ("timm/mixer_b16_224.goog_in21k_ft_in1k", "hf-hub:timm/mixer_b16_224.goog_in21k_ft_in1k"):
         loaded = mlp_mixer.from_pretrained(name)
-        assert loaded.model.gelu == "tanh" and loaded.preprocessing.interpolation == "bicubic"
+        assert loaded.gelu == "tanh" and loaded.preprocessing.interpolation == "bicubic"
     repo = "timm/mixer_b16_224.goog_in21k_ft_in1k"
     assert calls == [(repo, "config.json"), (repo, "model.safetensors")] * 2
 
@@ -440,10 +469,10 @@ def test_url_is_downloaded_once_into_the_cache(official_npz, tmp_path, monkeypat
     loaded = mlp_mixer.from_pretrained(URL, cache_dir=tmp_path / "cache")
     cached = tmp_path / "cache" / "storage.googleapis.com" / "mixer_models" / "imagenet1k" / "Mixer-B_16.npz"
     assert cached.read_bytes() == payload and calls == [URL]
-    assert loaded.model.gelu == "tanh" and loaded.model.token_dim == 32
+    assert loaded.gelu == "tanh" and loaded.token_dim == 32
     monkeypatch.setattr(urllib.request, "urlopen", _no_network)  # cached: no network needed, gs:// too
     gs = "gs://mixer_models/imagenet1k/Mixer-B_16.npz"
-    assert mlp_mixer.from_pretrained(gs, cache_dir=tmp_path / "cache").model.depth == 2
+    assert mlp_mixer.from_pretrained(gs, cache_dir=tmp_path / "cache").depth == 2
 
 
 def test_url_offline_says_where_to_put_the_file(tmp_path, monkeypatch):

@@ -23,21 +23,18 @@ kernels. On CUDA it is ``torch.cuda.max_memory_allocated`` above the allocation 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import ctypes
 import functools
-import importlib.util
 import io
 import json
 import math
 import os
-import platform
 import statistics
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,23 +45,19 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from tqdm import tqdm
 
-from .devices import cpu_flags, cpu_model, native_bf16
+from .devices import machine_info, native_bf16, resolve_device
+from .files import write_text
 from .model import MLPMixer
+from .plots import save_figure
 from .summary import count_macs
-from .variants import SEED, variant_config
-from .weights import _atomic_write, to_timm_state_dict
+from .variants import SEED, TINY, variant_config
+from .weights import to_timm_state_dict
 
 MODELS = ("ours", "timm", "lucidrains", "seed")
 MODES = ("eager", "compile", "bf16", "int8")
 TASKS = ("infer", "latency", "train", "memory")
 # Besides the paper's variants: the seed's configuration (one layer at S/16's widths) and a size for smoke tests.
-CONFIGS: dict[str, dict[str, Any]] = {
-    "tiny": dict(
-        in_channels=3, dim=64, num_classes=10, patch_size=8, image_size=32, depth=2, token_dim=32, channel_dim=256
-    ),
-    "small": dict(SEED),
-}
-SEED_MIXER = Path(__file__).resolve().parents[2] / "benchmarks" / "seed_mixer.py"  # a baseline, not shipped
+CONFIGS: dict[str, dict[str, Any]] = {"tiny": dict(TINY), "small": dict(SEED)}
 
 
 @dataclass
@@ -116,29 +109,6 @@ class Row:
 # ----------------------------------------------------------------------------------------------- the machine
 
 
-def machine_info(device: torch.device) -> dict[str, Any]:
-    """What the numbers depend on: CPU/GPU model, capability, threads, versions and the load average now."""
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for package in ("timm", "mlp_mixer_pytorch", "einops"):
-        with contextlib.suppress(Exception):
-            from importlib.metadata import version
-
-            versions[package] = version(package.replace("_", "-"))
-    flags = cpu_flags()
-    return {
-        "device": str(device),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "cpu": cpu_model(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "cpu_bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile", "amx_int8", "avx512f"}),
-        "native_bf16": native_bf16(device),
-        "cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "versions": versions,
-        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
 def keep_freed_memory() -> bool:
     """glibc only: keep freed memory in the process for reuse instead of mapping and unmapping it per tensor.
 
@@ -154,16 +124,6 @@ def keep_freed_memory() -> bool:
     return all(mallopt(option, 2**30) == 1 for option in (m_mmap_threshold, m_trim_threshold))
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for CUDA without it is an error a person can act on."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    return device
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -175,15 +135,6 @@ def _sync(device: torch.device) -> None:
 def bench_config(name: str) -> dict[str, Any]:
     """Constructor arguments for a configuration name: ``tiny``, ``small`` (the seed's) or a paper variant."""
     return dict(CONFIGS[name]) if name in CONFIGS else variant_config(name)
-
-
-def _load_seed_module() -> Any:
-    if not SEED_MIXER.exists():
-        raise FileNotFoundError(f"{SEED_MIXER} (the seed baseline lives in the repository, not the package)")
-    spec = importlib.util.spec_from_file_location("seed_mixer", SEED_MIXER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def to_lucidrains_state_dict(model: MLPMixer) -> dict[str, torch.Tensor]:
@@ -250,7 +201,8 @@ def _peer(name: str, ours: MLPMixer) -> nn.Module:
     elif name == "seed":
         if h != w:
             raise ValueError(f"the seed's Mixer takes square images only, got image_size {(h, w)}")
-        seed = _load_seed_module()
+        from . import seed_mixer as seed  # needs einops, as the seed's code does
+
         keys = ("in_channels", "dim", "num_classes", "patch_size", "depth", "token_dim", "channel_dim")
         model = seed.MLPMixer(image_size=h, **{k: c[k] for k in keys})
         state = seed.to_seed_state_dict(ours.state_dict())
@@ -283,7 +235,7 @@ def build_models(
     for name in names:
         try:
             models[name] = ours if name == "ours" else _peer(name, ours)
-        except (ImportError, FileNotFoundError) as err:
+        except ImportError as err:  # a peer's package (or einops, for the seed's code) is not installed
             skipped[name] = f"skipped: {err}"
     return {k: m.to(device).eval() for k, m in models.items()}, skipped
 
@@ -759,10 +711,7 @@ def plot_scaling(result: dict[str, Any], path: Path) -> Path:
     machine = result["machine"]
     fig.suptitle(f"{machine['gpu'] or machine['cpu']}, {machine['threads']} threads", fontsize=9)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return _atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return save_figure(fig, path, dpi=110)
 
 
 # ------------------------------------------------------------------------------------------------ reporting
@@ -817,21 +766,17 @@ def format_targets(targets: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _write_text(path: Path, text: str) -> Path:
-    return _atomic_write(path, lambda f: f.write(text.encode()))
-
-
 def write_results(result: dict[str, Any], output: str | Path, stem: str, plot: bool = True) -> list[Path]:
     """``<stem>.json`` (everything), ``.csv`` (one line per row), ``.md`` (the tables) and ``.png`` (images/s)."""
     output = Path(output)
-    paths = [_write_text(output / f"{stem}.json", json.dumps(result, indent=1) + "\n")]
-    paths.append(_write_text(output / f"{stem}.md", format_report(result) + "\n"))
+    paths = [write_text(output / f"{stem}.json", json.dumps(result, indent=1) + "\n")]
+    paths.append(write_text(output / f"{stem}.md", format_report(result) + "\n"))
     buffer = io.StringIO()
     names = [f for f in Row.__dataclass_fields__ if f != "times_s"]
     writer = csv.DictWriter(buffer, fieldnames=names, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(result["rows"])
-    paths.append(_write_text(output / f"{stem}.csv", buffer.getvalue()))
+    paths.append(write_text(output / f"{stem}.csv", buffer.getvalue()))
     if plot:
         paths.append(plot_results(result, output / f"{stem}.png"))
     return paths
@@ -867,10 +812,7 @@ def plot_results(result: dict[str, Any], path: Path) -> Path:
         f"{machine['gpu'] or machine['cpu']}, {machine['threads']} threads, torch {torch.__version__}", fontsize=9
     )
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return _atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    return save_figure(fig, path, dpi=110)
 
 
 def benchmark(
@@ -918,71 +860,55 @@ def benchmark(
 # ------------------------------------------------------------------------------------------------------ CLI
 
 
-def _names(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
+def bench(
+    *,
+    quick: bool = False,
+    configs: list[str] | None = None,
+    models: list[str] | None = None,
+    modes: list[str] | None = None,
+    tasks: list[str] | None = None,
+    batch_size: int = 32,
+    repeats: int = 5,
+    device: str = "auto",
+    threads: int | None = None,
+    output: str | Path = "benchmarks/results",
+    plot: bool = True,
+    keep_freed: bool = False,
+    scaling_study: bool = False,
+    resolutions: Sequence[int] = (64, 128, 224, 320, 448),
+) -> tuple[dict[str, Any], str, list[Path]]:
+    """``mlp-mixer bench``: run the default plan (or the filtered one, or the scaling study) and write the results.
 
+    Args:
+        quick: a smoke run: the tiny configuration, batch <= 4, 2 repeats.
+        configs, models, modes, tasks: filters of the plan (None: the default plan's).
+        keep_freed: glibc only: reuse freed memory (:func:`keep_freed_memory`); results get a ``_kept`` suffix.
+        scaling_study: instead, Mixer-B/16 against ViT-B/16 over ``resolutions`` (:func:`scaling`).
 
-def _sizes(text: str) -> list[int]:
-    try:
-        return [int(size) for size in _names(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated image sizes like 64,224,448, got {text!r}"
-        ) from None
-
-
-def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="a tiny configuration, 2 repeats: a smoke test")
-    parser.add_argument(
-        "--configs", type=_names, help="comma-separated: tiny, small (the seed's), S/16, B/16, L/16, ..."
-    )
-    parser.add_argument("--models", type=_names, help=f"comma-separated, of {', '.join(MODELS)}")
-    parser.add_argument("--modes", type=_names, help=f"comma-separated, of {', '.join(MODES)}")
-    parser.add_argument("--tasks", type=_names, help=f"comma-separated, of {', '.join(TASKS)}")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per call for infer/train/memory")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per model (medians are reported)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--output", default="benchmarks/results", help="directory for JSON, CSV and PNG")
-    parser.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
-    parser.add_argument(
-        "--keep-freed-memory",
-        action="store_true",
-        help="glibc: reuse freed memory instead of fresh pages per tensor (like jemalloc); results get a _kept suffix",
-    )
-    parser.add_argument(
-        "--scaling", action="store_true", help="instead: Mixer-B/16 vs ViT-B/16 against image size (batch 4)"
-    )
-    parser.add_argument("--resolutions", type=_sizes, default=[64, 128, 224, 320, 448], help="for --scaling")
-
-
-def run_bench(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    kept = args.keep_freed_memory and keep_freed_memory()
-    if args.keep_freed_memory and not kept:
+    Returns:
+        The result, its report as text, and the files written under ``output`` (JSON, CSV/MD, PNG).
+    """
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    kept = keep_freed and keep_freed_memory()
+    if keep_freed and not kept:
         raise ValueError("--keep-freed-memory needs glibc's mallopt, which this C library does not have")
-    suffix = ("_quick" if args.quick else "") + ("_kept" if kept else "")
-    if args.scaling:
-        result = scaling(args.resolutions, args.device, 1 if args.quick else 4, min(args.repeats, 3))
+    suffix = ("_quick" if quick else "") + ("_kept" if kept else "")
+    if scaling_study:
+        result = scaling(list(resolutions), device, 1 if quick else 4, min(repeats, 3))
         stem = f"scaling_{result['machine']['device'].split(':')[0]}{suffix}"
-        path = _write_text(Path(args.output) / f"{stem}.json", json.dumps(result, indent=1) + "\n")
-        paths = [path] + ([] if args.no_plot else [plot_scaling(result, Path(args.output) / f"{stem}.png")])
-        print(format_scaling(result))
-        print("written: " + ", ".join(str(p) for p in paths))
-        return 0
-    if args.quick:
-        plan = plan_from_filters(args.configs or ["tiny"], args.models, args.modes, args.tasks)
-        batch_size, repeats = min(args.batch_size, 4), min(args.repeats, 2)
+        paths = [write_text(Path(output) / f"{stem}.json", json.dumps(result, indent=1) + "\n")]
+        if plot:
+            paths.append(plot_scaling(result, Path(output) / f"{stem}.png"))
+        return result, format_scaling(result), paths
+    if quick:
+        plan = plan_from_filters(configs or ["tiny"], models, modes, tasks)
+        batch_size, repeats = min(batch_size, 4), min(repeats, 2)
     else:
-        plan = plan_from_filters(args.configs, args.models, args.modes, args.tasks)
-        batch_size, repeats = args.batch_size, args.repeats
-    result = benchmark(plan, args.device, batch_size, repeats)
+        plan = plan_from_filters(configs, models, modes, tasks)
+    result = benchmark(plan, device, batch_size, repeats)
     result["machine"]["malloc"] = "glibc, freed memory kept (--keep-freed-memory)" if kept else "default"
     stem = f"bench_{result['machine']['device'].split(':')[0]}{suffix}"
-    paths = write_results(result, args.output, stem, plot=not args.no_plot)
-    print(format_report(result))
-    print("written: " + ", ".join(str(p) for p in paths))
-    return 0
+    return result, format_report(result), write_results(result, output, stem, plot=plot)

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-from .weights import Preprocessing
+from .pretrained import Preprocessing
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 VAL_DIR_NAMES = ("val",)  # the held-out split of an ImageFolder root: ROOT/train/<class>/..., ROOT/val/<class>/...

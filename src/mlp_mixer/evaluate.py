@@ -9,9 +9,6 @@ checkpoint's classes.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data as datalib
-from .weights import Preprocessing, load_checkpoint, load_model
+from .devices import default_workers, resolve_device
+from .files import write_json
+from .plots import plot_confusion
+from .pretrained import Preprocessing
+from .weights import load_checkpoint, load_model
 
 
 @dataclass
@@ -108,39 +109,6 @@ def evaluate_model(
     return EvalResult(confusion, float(sums[0]), int(sums[1]), skipped)
 
 
-def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: Path, title: str = "") -> None:
-    """Row-normalised confusion matrix (true class down, predicted across); counts written in for <= 20 classes."""
-    from matplotlib.figure import Figure
-
-    k = len(classes)
-    rows = confusion.double() / confusion.sum(1, keepdim=True).clamp(min=1)
-    size = min(20.0, max(5.0, 0.45 * k + 2))
-    fig = Figure(figsize=(size, size * 0.9), layout="constrained")
-    ax = fig.subplots()
-    image = ax.imshow(rows.numpy(), cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
-    if k <= 50:
-        ax.set_xticks(range(k), classes, rotation=90 if k > 10 else 0)
-        ax.set_yticks(range(k), classes)
-    if k <= 20:
-        for i in range(k):
-            for j in range(k):
-                if confusion[i, j]:
-                    ax.text(
-                        j,
-                        i,
-                        int(confusion[i, j]),
-                        ha="center",
-                        va="center",
-                        fontsize=8,
-                        color="white" if rows[i, j] > 0.5 else "black",
-                    )
-    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight", pad_inches=0.15)
-    os.replace(tmp, path)
-
-
 def write_report(
     result: EvalResult, classes: Sequence[str], out_dir: str | Path, source: str = "", split: str = ""
 ) -> dict[str, Any]:
@@ -159,9 +127,7 @@ def write_report(
         "confusion_matrix": result.confusion.tolist(),
         "skipped_images": sorted(set(result.skipped)),
     }
-    tmp = out_dir / ".eval.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out_dir / "eval.json")
+    write_json(out_dir / "eval.json", report)
     title = f"{split} top-1 {100 * result.top1:.2f}% ({result.count} images)"
     plot_confusion(result.confusion, classes, out_dir / "confusion_matrix.png", title)
     return report
@@ -210,8 +176,7 @@ def evaluate(
     """Evaluate a checkpoint and write ``eval.json`` and ``confusion_matrix.png``.
 
     Args:
-        checkpoint: a training checkpoint (``.pt``; or a run directory: its ``best.pt``) or a ``save_pretrained``
-            directory.
+        checkpoint: anything :func:`mlp_mixer.weights.from_pretrained` reads (a run folder: its ``best.pt``).
         data: images to evaluate on (see :func:`eval_dataset`); None: the held-out split the checkpoint was
             trained with (training checkpoints only).
         output: folder for the report; default ``<checkpoint folder>/eval``.
@@ -219,17 +184,13 @@ def evaluate(
     Returns:
         The report: ``top1``, ``top5``, ``loss``, ``per_class``, ``confusion_matrix``, ``images``, ...
     """
-    from .train import setup_device
-
-    path = Path(checkpoint)
-    if path.is_dir() and (path / "best.pt").is_file():
-        path = path / "best.pt"
-    loaded = load_model(path)
-    model, classes = loaded.model, loaded.classes or [str(i) for i in range(loaded.model.num_classes)]
+    model = load_model(checkpoint)
+    path = Path(model.source or checkpoint)
+    classes = model.classes or [str(i) for i in range(model.num_classes)]
     if len(classes) != model.num_classes:
         raise ValueError(f"{path} lists {len(classes)} classes for a head of {model.num_classes}")
-    torch_device = setup_device(device)
-    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    torch_device = resolve_device(device)
+    workers = default_workers() if workers is None else workers
     if data is None:
         if path.is_dir():
             raise ValueError(f"{path} is a pretrained directory without its training data: pass --data")
@@ -242,47 +203,17 @@ def evaluate(
             )
         dataset, label_map = splits.val, None
         if splits.native_size is None:
-            dataset.transform = datalib.eval_geometry(loaded.preprocessing)
+            dataset.transform = datalib.eval_geometry(model.preprocessing)
         split = f"held-out split of {config.get('data') or 'the embedded MNIST digits'}"
     else:
         dataset, label_map, split = eval_dataset(data, classes, model.in_channels)
         if isinstance(dataset, datalib.FolderDataset):
-            dataset.transform = datalib.eval_geometry(loaded.preprocessing)
+            dataset.transform = datalib.eval_geometry(model.preprocessing)
     model.to(torch_device)
-    result = evaluate_model(
-        model, dataset, loaded.preprocessing, torch_device, batch_size, workers, label_map=label_map
-    )
+    result = evaluate_model(model, dataset, model.preprocessing, torch_device, batch_size, workers, label_map=label_map)
     if result.count == 0:
         raise ValueError(f"none of the {len(dataset)} images of {split} could be read")
     out_dir = Path(output) if output is not None else (path if path.is_dir() else path.parent) / "eval"
     report = write_report(result, classes, out_dir, source=str(path), split=split)
     report["output"] = str(out_dir)
     return report
-
-
-def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a .pt checkpoint, a run directory or a pretrained dir")
-    parser.add_argument(
-        "--data",
-        help="ImageFolder root, folder of class folders, or CIFAR folder (default: the checkpoint's held-out split)",
-    )
-    parser.add_argument("--output", help="report folder (default: <checkpoint folder>/eval)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--device", default="auto")
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    report = evaluate(args.checkpoint, args.data, args.output, args.batch_size, args.workers, args.device)
-    width = max(len(name) for name in report["per_class"]) if report["per_class"] else 5
-    print(f"{'class':<{width}}  accuracy  images")
-    for name, row in report["per_class"].items():
-        print(f"{name:<{width}}  {100 * row['accuracy']:7.2f}%  {row['images']:6d}")
-    if report["skipped_images"]:
-        print(f"skipped {len(report['skipped_images'])} unreadable image(s), e.g. {report['skipped_images'][0]}")
-    print(f"report: {report['output']}/eval.json, {report['output']}/confusion_matrix.png")
-    print(
-        f"top-1 {100 * report['top1']:.2f}%  top-5 {100 * report['top5']:.2f}%  loss {report['loss']:.4f}  on "
-        f"{report['images']} images ({report['split']})"
-    )
-    return 0

@@ -12,7 +12,6 @@ TorchScript exporter warns that it will be removed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 from .model import MLPMixer
-from .weights import LoadedModel, load_model
+from .weights import load_model
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -118,7 +117,7 @@ def quantize_onnx_int8(source: Path, target: Path) -> None:
 
 
 def export(
-    checkpoint: str | Path | LoadedModel,
+    checkpoint: str | Path | MLPMixer,
     output: str | Path,
     format: str = "onnx",
     int8: bool = False,
@@ -127,7 +126,8 @@ def export(
     """Export a checkpoint and write ``OUT + ".json"`` beside it; files appear only once complete.
 
     Args:
-        checkpoint: a training checkpoint ``.pt``, a ``save_pretrained`` directory, or an already loaded model.
+        checkpoint: anything :func:`mlp_mixer.weights.from_pretrained` reads, or a model (its ``classes`` and
+            ``preprocessing`` are written beside the export).
         output: the file to write (``.onnx``, ``.pt`` for TorchScript, ``.pt2`` for an ExportedProgram by custom).
         format: one of ``FORMATS``.
         int8: ONNX only: quantize the weights of the matrix multiplies to int8 with onnxruntime.
@@ -141,8 +141,7 @@ def export(
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     if int8 and format != "onnx":
         raise ValueError(f"--int8 is available for --format onnx, got --format {format}")
-    loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_model(checkpoint)
-    model = loaded.model.cpu().eval()
+    model = (checkpoint if isinstance(checkpoint, MLPMixer) else load_model(checkpoint)).cpu().eval()
     output = Path(output)
     if output.is_dir():
         raise ValueError(f"output {output} is a directory; give a file name such as {output / 'model.onnx'}")
@@ -152,10 +151,10 @@ def export(
         "int8": int8,
         "input": {"name": INPUT_NAME, "shape": ["batch", model.in_channels, *model.image_size], "dtype": "float32"},
         "output": {"name": OUTPUT_NAME, "shape": ["batch", model.num_classes]},
-        "classes": loaded.classes,
-        "preprocessing": loaded.preprocessing.to_dict(),
+        "classes": model.classes,
+        "preprocessing": model.preprocessing.to_dict(),
         "model_config": model.config(),
-        "source": loaded.source,
+        "source": model.source,
         "torch": torch.__version__,
     }
     # Write everything in a scratch folder beside the output, then rename: a crash leaves no half file.
@@ -183,21 +182,3 @@ def export(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return output, difference
-
-
-def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("output", metavar="OUT", help="file to write, e.g. model.onnx, model.pt, model.pt2")
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint .pt or save_pretrained directory")
-    parser.add_argument("--format", choices=FORMATS, default="onnx", help="default: onnx")
-    parser.add_argument("--int8", action="store_true", help="ONNX only: dynamic int8 weights (onnxruntime)")
-    parser.add_argument("--no-verify", action="store_true", help="skip running the export to compare with PyTorch")
-
-
-def run_export(args: argparse.Namespace) -> int:
-    path, difference = export(args.checkpoint, args.output, args.format, int8=args.int8, verify=not args.no_verify)
-    print(f"wrote {path} and {metadata_path(path)}")
-    if difference is not None:
-        batches = " and ".join(map(str, VERIFY_BATCH_SIZES))
-        check = "measured (int8 is meant to differ)" if args.int8 else f"verified (<= {FP32_TOLERANCE})"
-        print(f"{check}: max abs logit difference vs PyTorch {difference:.3g} at batch sizes {batches}")
-    return 0

@@ -8,10 +8,7 @@ form, and measure top-1 accuracy on held-out images. Repeating over seeds gives 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +18,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .devices import native_bf16
+from . import data as datalib
+from .devices import default_workers, native_bf16, resolve_device
 from .model import MLPMixer
-from .weights import Preprocessing, _atomic_write, load_model
+from .pretrained import Preprocessing
+from .weights import load_model
 
 L2_REG = 2.0**10  # big_vision's few-shot configs (configs/common_fewshot.py)
 BIAS_CONSTANT = 100.0  # big_vision: a large constant feature, so the bias is almost unregularised
@@ -167,8 +166,6 @@ def extract_features(
     """
     from tqdm import tqdm
 
-    from . import data as datalib
-
     device = torch.device(device)
     model.eval().to(device)
     feats, labels, skipped = [], [], []
@@ -192,16 +189,6 @@ def extract_features(
     return torch.cat(feats), torch.cat(labels), skipped
 
 
-def _parse_ints(text: str, option: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{option} expects comma-separated integers like 1,5,10, got {text!r}") from None
-    if not values:
-        raise ValueError(f"{option} is empty")
-    return values
-
-
 def fewshot(
     checkpoint: str | Path,
     data: str | Path | None = None,
@@ -223,8 +210,7 @@ def fewshot(
     scored on all held-out images.
 
     Args:
-        checkpoint: a training checkpoint ``.pt`` (or a run directory: its ``best.pt``) or a ``save_pretrained``
-            directory.
+        checkpoint: anything :func:`mlp_mixer.weights.from_pretrained` reads (a run folder: its ``best.pt``).
         data: None for the embedded MNIST split (shots from its 4,000 training digits, accuracy on the 1,000
             held out); or any data ``mlp-mixer train`` reads (:func:`mlp_mixer.data.load_splits`): an ImageFolder
             root with ``train/`` and ``val/`` (or one folder of class folders, 10% per class held out with a fixed
@@ -250,26 +236,18 @@ def fewshot(
         raise ValueError(f"seeds must be at least 1, got {seeds}")
     if l2_reg <= 0:
         raise ValueError(f"l2_reg must be positive, got {l2_reg}")
-    from . import data as datalib
-    from .train import setup_device
-
-    path = Path(checkpoint)
-    if path.is_dir() and (path / "best.pt").is_file():  # a run directory, as `mlp-mixer eval` takes
-        path = path / "best.pt"
-    loaded = load_model(path)
-    model = loaded.model
+    model = load_model(checkpoint)
     if block is not None and not -model.depth <= block < model.depth:
         raise ValueError(f"--block {block} is out of range for a model with depth {model.depth}")
-    preprocessing = loaded.preprocessing
+    preprocessing = model.preprocessing
     if tuple(preprocessing.image_size) != tuple(model.image_size) or len(preprocessing.mean) != model.in_channels:
         # weights saved without their preprocessing: the official [-1, 1] scaling at the model's size
-        half = (0.5,) * model.in_channels
-        preprocessing = Preprocessing(image_size=model.image_size, mean=half, std=half)
+        preprocessing = Preprocessing.official(model.image_size, model.in_channels)
     splits = datalib.load_splits(data, in_channels=model.in_channels)
     if splits.native_size is None:  # image files: resize and crop each as evaluation does
         splits.train.transform = splits.val.transform = datalib.eval_geometry(preprocessing)
-    torch_device = setup_device(str(device or "auto"))
-    workers = min(4, os.cpu_count() or 1) if workers is None else workers
+    torch_device = resolve_device(device or "auto")
+    workers = default_workers() if workers is None else workers
     kwargs = dict(block=block, batch_size=batch_size, device=torch_device, workers=workers, amp=amp, progress=progress)
     train_x, train_y, skipped = extract_features(model, splits.train, preprocessing, desc="train features", **kwargs)
     test_x, test_y, skipped_test = extract_features(model, splits.val, preprocessing, desc="test features", **kwargs)
@@ -321,50 +299,3 @@ def format_report(report: dict[str, Any]) -> str:
     if report.get("skipped_images"):
         lines.append(f"skipped {len(report['skipped_images'])} unreadable image(s), e.g. {report['skipped_images'][0]}")
     return "\n".join(lines)
-
-
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
-
-
-def add_fewshot_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        help="training checkpoint .pt, run directory (its best.pt) or save_pretrained directory",
-    )
-    parser.add_argument(
-        "--data", default=None, help="ImageFolder root (train/ and val/) or CIFAR folder (default: embedded MNIST)"
-    )
-    parser.add_argument("--shots", default="1,5,10", help="images per class, comma-separated (default: 1,5,10)")
-    parser.add_argument("--seeds", type=int, default=5, help="draws per shot count (default: 5)")
-    parser.add_argument("--l2-reg", type=float, default=L2_REG, help=f"ridge penalty (default: {L2_REG:g})")
-    parser.add_argument("--block", type=int, default=None, help="features after this block (default: pre-logits)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--workers", type=int, default=None, help="DataLoader processes for image files")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast where the hardware supports it natively")
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON ('-': stdout)")
-
-
-def run_fewshot(args: argparse.Namespace) -> int:
-    report = fewshot(
-        args.checkpoint,
-        args.data,
-        _parse_ints(args.shots, "--shots"),
-        args.seeds,
-        l2_reg=args.l2_reg,
-        block=args.block,
-        batch_size=args.batch_size,
-        device=args.device,
-        workers=args.workers,
-        amp=args.amp,
-    )
-    if args.json == "-":
-        print(json.dumps(report, indent=2))
-        return 0
-    print(format_report(report))
-    if args.json:
-        _write_json_atomic(report, Path(args.json))
-        print(f"report written to {args.json}")
-    return 0

@@ -11,11 +11,16 @@ erf GELU instead; the two differ by ~1e-4 in the logits, so official checkpoints
 
 from __future__ import annotations
 
+import contextlib
 import math
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from .pretrained import Preprocessing, Pretrained
+from .variants import variant_config
 
 LAYER_NORM_EPS = 1e-6  # flax nn.LayerNorm default, used by every official checkpoint
 GELU_FORMS = {"tanh": "tanh", "exact": "none"}  # our name -> torch's nn.GELU(approximate=...)
@@ -143,7 +148,7 @@ class MixerBlock(nn.Module):
         return x
 
 
-class MLPMixer(nn.Module):
+class MLPMixer(nn.Module, Pretrained):
     """MLP-Mixer: per-patch linear stem, ``depth`` Mixer layers, pre-head LayerNorm, mean pool, linear head.
 
     Args:
@@ -159,6 +164,9 @@ class MLPMixer(nn.Module):
         drop_path: stochastic depth rate; block i drops with probability ``i / (depth - 1) * drop_path``.
         gelu: ``"tanh"`` (official/flax, default) or ``"exact"`` (timm, ``nn.GELU()``).
         drop_path_rescale: rescale kept branches by 1/(1-p) as timm does (big_vision does not).
+
+    Besides the weights, a model carries what is needed to use them (set by the loaders, saved by
+    ``save_pretrained``): ``classes`` (names of the head's outputs), ``preprocessing`` and ``source``.
     """
 
     def __init__(
@@ -214,6 +222,10 @@ class MLPMixer(nn.Module):
         self.pre_head_layer_norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
         self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
         init_weights(self)
+
+        self.classes: list[str] = []
+        self.preprocessing = Preprocessing.official(self.image_size, in_channels)
+        self.source: str | None = None
 
     def _check_input(self, x: torch.Tensor) -> None:
         expected = (self.in_channels, *self.image_size)
@@ -285,6 +297,7 @@ class MLPMixer(nn.Module):
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the head with a zero-initialised one, as the official fine-tuning code does."""
         self.num_classes = num_classes
+        self.classes = []  # the old names no longer fit the new head
         device = self.pre_head_layer_norm.weight.device
         self.head = nn.Linear(self.dim, num_classes, device=device) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
@@ -322,3 +335,21 @@ def init_weights(model: MLPMixer) -> None:
             nn.init.zeros_(module.bias)
     if isinstance(model.head, nn.Linear) and model.head.weight.device.type != "meta":
         nn.init.zeros_(model.head.weight)
+
+
+def create_model(name: str, *, device: str | torch.device | None = None, **overrides: Any) -> MLPMixer:
+    """Build a named variant (``"S/32"`` ... ``"H/14"``); any constructor argument can be overridden.
+
+    ``device="meta"`` builds the architecture without allocating its weights (for counting parameters).
+    """
+    config = variant_config(name, **overrides)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        return MLPMixer(**config)
+
+
+def count_parameters(model: nn.Module, head: bool = True) -> int:
+    """Number of parameters, optionally without the classification head (as Table 1 counts them)."""
+    total = sum(p.numel() for p in model.parameters())
+    if not head and hasattr(model, "head"):
+        total -= sum(p.numel() for p in model.head.parameters())
+    return total

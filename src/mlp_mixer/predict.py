@@ -7,9 +7,7 @@ error of its own in the output while the others are still predicted.
 
 from __future__ import annotations
 
-import argparse
 import glob
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from .data import IMAGE_EXTENSIONS, eval_transform, read_image
-from .train import setup_device
+from .devices import resolve_device
 from .weights import load_model
 
 GLOB_CHARS = "*?["
@@ -78,28 +76,27 @@ class Predictor:
     """A checkpoint ready to classify image files; ``Predictor(checkpoint).predict(paths)``.
 
     Args:
-        checkpoint: anything ``weights.load_model`` reads: a training checkpoint ``.pt``, a ``save_pretrained``
-            directory, an official ``.npz``, ... Class names and preprocessing come from it; a checkpoint without
-            class names (an official ``.npz``) gets the class indices as names.
+        checkpoint: anything :func:`mlp_mixer.weights.from_pretrained` reads: a run folder, a training checkpoint
+            ``.pt``, a ``save_pretrained`` directory, an official ``.npz``, ... Class names and preprocessing come
+            from it; a checkpoint without class names (an official ``.npz``) gets the class indices as names.
         device: ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda:0"``, ...
         amp: bf16 autocast on CUDA (ignored on CPU, where bf16 is only fast with native support).
     """
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", amp: bool = True) -> None:
-        loaded = load_model(checkpoint)
-        self.model = loaded.model
+        self.model = load_model(checkpoint)
         if self.model.num_classes == 0:
             raise ValueError(f"checkpoint {checkpoint} has no classification head (num_classes 0); nothing to predict")
         # Name classes by index only when the checkpoint stores no names; a wrong count is an error, not a guess.
-        self.classes = loaded.classes or [str(i) for i in range(self.model.num_classes)]
+        self.classes = self.model.classes or [str(i) for i in range(self.model.num_classes)]
         if len(self.classes) != self.model.num_classes:
             raise ValueError(
                 f"checkpoint {checkpoint} stores {len(self.classes)} class names for a head of "
                 f"{self.model.num_classes} classes"
             )
-        self.preprocessing = loaded.preprocessing
+        self.preprocessing = self.model.preprocessing
         self.transform = eval_transform(self.preprocessing)
-        self.device = setup_device(device)
+        self.device = resolve_device(device)
         self.model.to(self.device)
         self.amp = amp and self.device.type == "cuda"
 
@@ -163,25 +160,3 @@ def format_predictions(predictions: list[Prediction]) -> str:
             top = ", ".join(f"{c} ({prob:.4f})" for c, prob in zip(p.classes, p.probabilities, strict=True))
             lines.append(f"{p.path}: {top}")
     return "\n".join(lines)
-
-
-def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (recursive) or glob patterns")
-    parser.add_argument(
-        "--checkpoint", required=True, help="training checkpoint .pt or save_pretrained directory (gives classes)"
-    )
-    parser.add_argument("--topk", type=int, default=5, help="classes per image (default: 5)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
-    parser.add_argument("--json", action="store_true", help="print a JSON list instead of one line per file")
-    parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda:0, ...")
-
-
-def run_predict(args: argparse.Namespace) -> int:
-    """Print the predictions; exit code 1 when any input failed, so scripts notice."""
-    predictor = Predictor(args.checkpoint, device=args.device)
-    predictions = predictor.predict(args.paths, topk=args.topk, batch_size=args.batch_size)
-    if args.json:
-        print(json.dumps([p.to_dict() for p in predictions], indent=2))
-    else:
-        print(format_predictions(predictions))
-    return 1 if any(p.error is not None for p in predictions) else 0

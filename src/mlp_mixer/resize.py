@@ -26,7 +26,6 @@ LayerNorms, channel mixing and head are copied unchanged. The ways to build the 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .model import MLPMixer, _pair
+from .weights import load_model, save_checkpoint
 
 METHODS = ("auto", "blockdiag", "blockdiag-strided", "interpolate")
 
@@ -160,52 +160,20 @@ def resize_model(model: MLPMixer, image_size: int | tuple[int, int], method: str
             state[prefix + name] = value.contiguous()
     resized.load_state_dict(state, assign=True)
     resized.grad_checkpointing = model.grad_checkpointing
+    resized.classes, resized.source = list(model.classes), model.source
+    resized.preprocessing = dataclasses.replace(model.preprocessing, image_size=resized.image_size)
     return resized.train(model.training)
 
 
-def parse_size(text: str) -> int | tuple[int, int]:
-    parts = text.lower().replace(",", "x").split("x")
-    try:
-        sizes = [int(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--image-size must be N or HxW, got {text!r}") from None
-    if len(sizes) not in (1, 2):
-        raise argparse.ArgumentTypeError(f"--image-size must be N or HxW, got {text!r}")
-    return sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
-
-
-def add_resize_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a training checkpoint (.pt) or a save_pretrained directory")
-    parser.add_argument("output", help="a save_pretrained directory, or a checkpoint file when it ends in .pt")
-    parser.add_argument("--image-size", type=parse_size, required=True, help="new input size: N or HxW")
-    parser.add_argument(
-        "--method",
-        choices=METHODS,
-        default="auto",
-        help="default auto: blockdiag-strided for integer ratios, else interpolate",
-    )
-
-
-def run_resize(args: argparse.Namespace) -> int:
-    from .weights import atomic_save, load_model, save_pretrained
-
-    loaded = load_model(args.checkpoint)
-    resized = resize_model(loaded.model, args.image_size, args.method)
-    preprocessing = dataclasses.replace(loaded.preprocessing, image_size=resized.image_size)
-    output = Path(args.output)
-    if output.suffix == ".pt":
-        checkpoint = {
-            "model": resized.state_dict(),
-            "model_config": resized.config(),
-            "classes": loaded.classes,
-            "preprocessing": preprocessing.to_dict(),
-        }
-        atomic_save(checkpoint, output)
+def resize_checkpoint(
+    source: str | Path, image_size: int | tuple[int, int], output: str | Path, method: str = "auto"
+) -> tuple[MLPMixer, MLPMixer]:
+    """Resize the model of any ``--checkpoint`` source and write it: a ``save_pretrained`` folder, or a
+    weights-only checkpoint when ``output`` ends in ``.pt``. Returns (the original model, the resized one)."""
+    model = load_model(source)
+    resized = resize_model(model, image_size, method)
+    if Path(output).suffix == ".pt":
+        save_checkpoint(resized, output)
     else:
-        save_pretrained(resized, output, loaded.classes, preprocessing)
-    old, new = loaded.model, resized
-    print(
-        f"resized {args.checkpoint}: image {old.image_size} -> {new.image_size}, patches {old.num_patches} -> "
-        f"{new.num_patches}, token_dim {old.token_dim} -> {new.token_dim} (--method {args.method}); written to {output}"
-    )
-    return 0
+        resized.save_pretrained(output)
+    return model, resized

@@ -1,18 +1,14 @@
-"""The one table of model sizes: the paper's Table 1, plus the seed's configuration and a tiny test size.
+"""The one table of model sizes: the paper's Table 1, the seed's configuration, the main job's small Mixer and the
+tiny test model. It imports nothing of ours: every other module (CLI, docs, tests, benchmarks) reads sizes here.
 
-Every size in the project (CLI, docs, tests) is read from ``VARIANTS``. Names are the paper's ``"B/16"``;
-``"Mixer-B/16"``, ``"B_16"``, ``"b16"`` and timm's ``"mixer_b16_224"`` are accepted too.
+Names are the paper's ``"B/16"``; ``"Mixer-B/16"``, ``"B_16"``, ``"b16"`` and timm's ``"mixer_b16_224"`` are
+accepted too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 from typing import Any
-
-import torch
-
-from .model import MLPMixer
 
 # name: (depth, patch_size, dim, token_dim, channel_dim)        -- Table 1 of arXiv 2105.01601
 _TABLE = {
@@ -30,12 +26,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
     )
     for name, (d, p, c, ds, dc) in _TABLE.items()
 }
+PAPER_VARIANTS = tuple(_TABLE)
+
 # The blog post the project started from: one Mixer layer of S/16's widths (3,110,316 parameters).
 SEED = dict(
     in_channels=3, dim=512, num_classes=1000, patch_size=16, image_size=224, depth=1, token_dim=256, channel_dim=2048
 )
-
-PAPER_VARIANTS = tuple(_TABLE)
+# The main job's Mixer (README's first command): 7x7 patches of 4x4 pixels of a 28x28 digit; the data fixes
+# in_channels and num_classes (1 and 10 for MNIST: 440,624 parameters).
+MNIST = dict(dim=128, depth=6, token_dim=64, channel_dim=256, patch_size=4, image_size=28)
+# PAPER.md's 0.67M-parameter CIFAR Mixer: the start for CIFAR and image folders on a CPU (patch and image size
+# follow the data).
+SMALL = dict(dim=128, depth=8, token_dim=64, channel_dim=256)
+# Small enough for every test and for `mlp-mixer bench --quick`: 4x4 patches of a 16x16 image (16 tokens).
+TINY = dict(in_channels=3, dim=32, num_classes=10, patch_size=4, image_size=16, depth=2, token_dim=16, channel_dim=64)
 
 
 def canonical_name(name: str) -> str:
@@ -53,19 +57,7 @@ def variant_config(name: str, **overrides: Any) -> dict[str, Any]:
     return {**VARIANTS[canonical_name(name)], **overrides}
 
 
-def create_model(name: str, *, device: str | torch.device | None = None, **overrides: Any) -> MLPMixer:
-    """Build a named variant (``"S/32"`` ... ``"H/14"``); any constructor argument can be overridden.
-
-    ``device="meta"`` builds the architecture without allocating its weights (for counting parameters).
-    """
-    config = variant_config(name, **overrides)
-    with torch.device(device) if device is not None else contextlib.nullcontext():
-        return MLPMixer(**config)
-
-
-def count_parameters(model: torch.nn.Module, head: bool = True) -> int:
-    """Number of parameters, optionally without the classification head (as Table 1 counts them)."""
-    total = sum(p.numel() for p in model.parameters())
-    if not head and hasattr(model, "head"):
-        total -= sum(p.numel() for p in model.head.parameters())
-    return total
+def variant_name(config: dict[str, Any]) -> str | None:
+    """The paper variant whose architecture ``config`` has (image size, channels and classes aside), or None."""
+    keys = ("depth", "patch_size", "dim", "token_dim", "channel_dim")
+    return next((n for n, v in VARIANTS.items() if all(v[k] == config.get(k) for k in keys)), None)

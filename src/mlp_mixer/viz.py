@@ -10,11 +10,8 @@ the run's curves and confusion matrix are copied or regenerated next to them, an
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .files import write_text
 from .model import MLPMixer
-from .weights import _atomic_write, load_model
+from .plots import plot_confusion, plot_curves, save_figure
+from .run_dir import read_log
+from .weights import load_model
 
 DIVERGING = "RdBu_r"  # red positive, blue negative, white zero
 
@@ -107,25 +107,6 @@ def _evenly(items: list, limit: int) -> list:
     return [items[k] for k in np.linspace(0, len(items) - 1, limit).round().astype(int)]
 
 
-def _save(fig: Any, path: Path) -> Path:
-    # Atomic: a crash mid-write never leaves a truncated PNG behind
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight", facecolor="white")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; figures are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(fig)
-    return path
-
-
 def _show(canvas: np.ndarray, title: str, path: Path) -> Path:
     import matplotlib
 
@@ -141,7 +122,7 @@ def _show(canvas: np.ndarray, title: str, path: Path) -> Path:
     ax.imshow(canvas, cmap=colormap, vmin=-1, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path, bbox_inches="tight", facecolor="white")
 
 
 def plot_token_mixing(model: MLPMixer, block: int, path: str | Path, max_units: int = 64) -> Path:
@@ -215,8 +196,6 @@ def run_figures(run_dir: Path, out_dir: Path) -> list[tuple[str, Path]]:
         _copy(run_dir / "curves.png", curves)
         figures.append(("Training curves: loss and top-1 per epoch", curves))
     elif (run_dir / "log.csv").is_file():
-        from .train import plot_curves, read_log
-
         plot_curves(read_log(run_dir / "log.csv"), curves)
         figures.append(("Training curves: loss and top-1 per epoch (redrawn from log.csv)", curves))
     for folder, name in ((run_dir, "confusion_matrix.png"), (run_dir / "eval", "eval_confusion_matrix.png")):
@@ -229,8 +208,6 @@ def run_figures(run_dir: Path, out_dir: Path) -> list[tuple[str, Path]]:
             _copy(folder / "confusion_matrix.png", target)
             figures.append((what, target))
         elif "confusion_matrix" in report:
-            from .evaluate import plot_confusion
-
             confusion = torch.tensor(report["confusion_matrix"])
             classes = report.get("classes") or [str(i) for i in range(len(confusion))]
             plot_confusion(confusion, classes, target, f"{what} ({report.get('images', '?')} images)")
@@ -241,10 +218,6 @@ def run_figures(run_dir: Path, out_dir: Path) -> list[tuple[str, Path]]:
 def _copy(source: Path, target: Path) -> None:
     if source.resolve() != target.resolve():
         shutil.copyfile(source, target)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    _atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -263,8 +236,8 @@ def viz(
     """Write every figure for a checkpoint into ``out_dir`` plus an ``index.md`` that lists them.
 
     Args:
-        checkpoint: a training checkpoint ``.pt`` (or a run directory: its ``best.pt``) or a ``save_pretrained``
-            directory; figures of the run it sits in are added (:func:`run_figures`).
+        checkpoint: anything :func:`mlp_mixer.weights.from_pretrained` reads (a run folder: its ``best.pt``);
+            figures of the run it sits in are added (:func:`run_figures`).
         out_dir: the folder to fill (created if needed).
         blocks: block indices for the token-mixing figures; None for first, middle and last.
         max_units: units (and stem filters) per figure; 0 for all.
@@ -272,10 +245,8 @@ def viz(
     Returns:
         The figures written, in the order ``index.md`` lists them.
     """
-    checkpoint = Path(checkpoint)
-    if checkpoint.is_dir() and (checkpoint / "best.pt").is_file():  # a run directory, as `mlp-mixer eval` takes
-        checkpoint = checkpoint / "best.pt"
-    model = load_model(checkpoint).model
+    model = load_model(checkpoint)
+    checkpoint = Path(model.source or checkpoint)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     chosen = select_blocks(blocks, model.depth)
@@ -309,33 +280,5 @@ def viz(
         lines += ["Per-epoch log: [log.csv](log.csv).", ""]
     for caption, path in entries:
         lines += [f"## {caption}", "", f"![{caption}]({path.name})", ""]
-    _write_text_atomic(out_dir / "index.md", "\n".join(lines))
+    write_text(out_dir / "index.md", "\n".join(lines))
     return [p for _, p in entries]
-
-
-def add_viz_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        help="training checkpoint .pt, run directory (its best.pt) or save_pretrained directory",
-    )
-    parser.add_argument("out_dir", metavar="OUT_DIR", help="folder for the PNGs and index.md")
-    parser.add_argument(
-        "--blocks", default=None, help="token-mixing blocks to draw, e.g. 0,1,-1 (default: first, middle, last)"
-    )
-    parser.add_argument(
-        "--max-units", type=int, default=64, help="units and stem filters per figure; 0 for all (default: 64)"
-    )
-
-
-def run_viz(args: argparse.Namespace) -> int:
-    blocks = None
-    if args.blocks is not None:
-        try:
-            blocks = [int(v) for v in args.blocks.split(",") if v.strip()]
-        except ValueError:
-            raise ValueError(f"--blocks expects comma-separated integers like 0,1,-1, got {args.blocks!r}") from None
-    for path in viz(args.checkpoint, args.out_dir, blocks, args.max_units):
-        print(path)
-    print(f"index: {Path(args.out_dir) / 'index.md'}")
-    return 0

@@ -12,95 +12,61 @@ Two on-disk forms of our own, both loadable by :func:`load_model`:
   steps already done in an interrupted epoch, so resuming continues mid-epoch), written atomically
   (temporary file, fsync, rename) and read with ``torch.load(weights_only=True)``;
 - a ``save_pretrained`` directory: ``config.json`` (architecture, classes, preprocessing) and
-  ``model.safetensors``, the Hugging Face layout, so ``huggingface_hub`` can push and pull it.
+  ``model.safetensors``, the Hugging Face layout (``model.save_pretrained``, ``model.push_to_hub``; see
+  :mod:`mlp_mixer.pretrained`).
 
 And the peers' layouts, converted by explicit key maps (module names follow the official checkpoint, so the
 maps are short): the official ``.npz`` files of google-research/vision_transformer and big_vision (also
 big_vision's older ``Mixer/encoderblock_{i}`` layout), and timm's ``mixer_*`` state dicts and Hub repos.
-Sizes are inferred from the shapes. :func:`from_pretrained` takes any of them, a Hub id or a URL.
+Sizes are inferred from the shapes. :func:`from_pretrained` takes any of them, a run folder, a Hub id or a URL,
+and returns the model itself with its ``classes`` and ``preprocessing`` attached: it is the one function every
+command that reads ``--checkpoint`` calls.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .files import atomic_save, atomic_write, write_bytes, write_json
 from .model import MLPMixer
+from .pretrained import (
+    CONFIG_NAME,
+    HUB_ID,
+    WEIGHTS_NAME,
+    Preprocessing,
+    hub_download,
+    read_config,
+    read_safetensors,
+)
+from .variants import variant_name
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-OFFICIAL_MEAN_STD = 0.5  # the official models see pixels scaled to [-1, 1]
+__all__ = ["Preprocessing", "atomic_save"]  # re-exported: where users have imported them from
 
-
-@dataclass
-class Preprocessing:
-    """How images become model input; stored with every set of weights so prediction never guesses.
-
-    The official checkpoints scale pixels to [-1, 1], i.e. mean = std = 0.5 per channel.
-    """
-
-    image_size: tuple[int, int] = (224, 224)
-    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
-    std: tuple[float, ...] = (0.5, 0.5, 0.5)
-    crop_pct: float = 0.875  # resize the shorter side to image_size / crop_pct, then center-crop
-    interpolation: str = "bilinear"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
-        known = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+# What a run folder holds, in the order a reader of weights prefers them (training resumes from last.pt instead).
+RUN_CHECKPOINTS = ("best.pt", "last.pt")
 
 
-@dataclass
-class LoadedModel:
-    """A model with what is needed to use it: class names and preprocessing."""
-
-    model: MLPMixer
-    classes: list[str] = field(default_factory=list)
-    preprocessing: Preprocessing = field(default_factory=Preprocessing)
-    source: str = ""
-
-
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same directory, fsync, then rename over ``path``.
-
-    A process killed mid-write leaves the previous file intact: the rename is the only visible step.
-    """
-    return _atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def _atomic_write(path: str | Path, write: Any) -> Path:
-    """Call ``write(binary_file)`` on a temporary file beside ``path``, fsync, then rename it over ``path``."""
+def resolve_checkpoint(path: str | Path, names: tuple[str, ...] = RUN_CHECKPOINTS) -> Path:
+    """A run folder -> its first checkpoint among ``names``; anything else (a file, a ``save_pretrained`` folder)
+    is returned as it is."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the permissions open() would
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    if not path.is_dir() or (path / CONFIG_NAME).exists() or (path / WEIGHTS_NAME).exists():
+        return path
+    for name in names:
+        if (path / name).is_file():
+            return path / name
+    raise FileNotFoundError(
+        f"{path} is a folder with neither {' nor '.join(names)} (a run folder) nor {CONFIG_NAME} and "
+        f"{WEIGHTS_NAME} (a save_pretrained folder)"
+    )
 
 
 def _read_torch_file(path: Path, map_location: str | torch.device = "cpu") -> Any:
@@ -114,8 +80,8 @@ def _read_torch_file(path: Path, map_location: str | torch.device = "cpu") -> An
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a training checkpoint with ``weights_only=True``; a missing or damaged file names itself."""
-    path = Path(path)
+    """Read a training checkpoint (a ``.pt`` or a run folder) with ``weights_only=True``."""
+    path = resolve_checkpoint(path)
     checkpoint = _read_torch_file(path, map_location)
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_config" not in checkpoint:
         raise ValueError(f"checkpoint {path} is not an mlp-mixer checkpoint (no 'model' and 'model_config')")
@@ -123,142 +89,90 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def model_from_config(config: dict[str, Any]) -> MLPMixer:
+    """A freshly initialised model from ``MLPMixer.config()`` (JSON gives lists where the model has tuples)."""
     config = dict(config)
     if isinstance(config.get("image_size"), list):
         config["image_size"] = tuple(config["image_size"])
     return MLPMixer(**config)
 
 
-def _load_state(model: MLPMixer, state: dict[str, torch.Tensor], source: str | Path) -> None:
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"weights in {source} do not match the model config stored with them: {err}") from err
-
-
-def save_pretrained(
-    model: MLPMixer,
-    directory: str | Path,
-    classes: list[str] | None = None,
-    preprocessing: Preprocessing | None = None,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` (the Hugging Face layout) to ``directory``."""
-    from safetensors.torch import save
-
-    directory = Path(directory)
-    preprocessing = preprocessing or Preprocessing(image_size=model.image_size)
-    config = {
-        "architecture": "mlp_mixer",
+def save_checkpoint(model: MLPMixer, path: str | Path, **extra: Any) -> Path:
+    """A weights-only training-checkpoint ``.pt`` (model, config, classes, preprocessing), written atomically."""
+    checkpoint = {
+        "model": model.state_dict(),
         "model_config": model.config(),
-        "classes": list(classes or []),
-        "preprocessing": preprocessing.to_dict(),
-        **(extra or {}),
+        "classes": list(model.classes),
+        "preprocessing": model.preprocessing.to_dict(),
+        **extra,
     }
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_NAME, lambda f: f.write(save(state, metadata={"format": "pt"})))
-    _atomic_write(directory / CONFIG_NAME, lambda f: f.write((json.dumps(config, indent=2) + "\n").encode()))
-    return directory
+    return atomic_save(checkpoint, path)
 
 
 def from_pretrained(
-    directory: str | Path, *, image_size: int | tuple[int, int] | None = None, cache_dir: str | Path | None = None
-) -> LoadedModel:
-    """Load weights from anywhere they are published, in eval mode.
+    source: str | Path,
+    *,
+    image_size: int | tuple[int, int] | None = None,
+    cache_dir: str | Path | None = None,
+    map_location: str | torch.device = "cpu",
+) -> MLPMixer:
+    """The model of any checkpoint a user can name, in eval mode, with ``classes`` and ``preprocessing`` attached.
+
+    Every command that takes ``--checkpoint`` calls this, so the same text means the same model everywhere.
 
     Args:
-        directory: a ``save_pretrained`` directory, or any other source: a timm Hub snapshot directory
-            (``config.json`` + ``model.safetensors``), an official ``.npz`` file, a timm state dict
-            (``.safetensors``, ``.pth``, ``.bin``), a training checkpoint, a Hugging Face Hub id
-            (``timm/mixer_b16_224.goog_in21k_ft_in1k``, also with an ``hf-hub:`` prefix), or the URL of an
+        source: a run folder (its ``best.pt``, else ``last.pt``), a training checkpoint ``.pt``, a
+            ``save_pretrained`` folder (``config.json`` + ``model.safetensors``, ours or a timm Hub snapshot), an
+            official ``.npz`` file, a timm state dict (``.safetensors``, ``.pth``, ``.bin``), a Hugging Face Hub
+            id (``timm/mixer_b16_224.goog_in21k_ft_in1k``, also with an ``hf-hub:`` prefix), or the URL of an
             official ``.npz`` (``https://storage.googleapis.com/...`` or ``gs://...``).
         image_size: the input size the weights were trained at, needed only when their patch grid is not
             square (it is inferred from the token-mixing shapes otherwise).
         cache_dir: where downloads are kept; default ``$MLP_MIXER_CACHE`` or ``~/.cache/mlp_mixer`` for URLs
             and the Hugging Face cache for Hub ids.
+        map_location: the device the weights are loaded onto.
     """
-    text = str(directory)
+    text = str(source)
     if text.startswith(("http://", "https://", "gs://")):
-        return from_pretrained(download(text, cache_dir), image_size=image_size)
-    path = Path(directory)
+        return from_pretrained(download(text, cache_dir), image_size=image_size, map_location=map_location)
+    path = Path(source)
     if not path.exists():
-        hub = _HUB_ID.fullmatch(text)
+        hub = HUB_ID.fullmatch(text)
         if hub is None:
-            raise FileNotFoundError(f"{directory} does not exist (and is neither a URL nor a Hugging Face Hub id)")
-        return from_pretrained(_hub_download(hub.group(1), cache_dir), image_size=image_size)
+            raise FileNotFoundError(f"{source} does not exist (and is neither a URL nor a Hugging Face Hub id)")
+        path = hub_download(hub.group(1), cache_dir)
+    path = resolve_checkpoint(path)
     if path.is_dir():
-        return _load_directory(path, image_size)
-    if path.suffix == ".npz":
-        return load_official_npz(path, image_size)
-    if path.suffix == ".safetensors":  # a bare state dict: timm's (ours travel with their config.json)
-        return _timm_state_dict_model(_read_safetensors(path), image_size, path)
-    return load_model(path)
+        model = _load_directory(path, image_size)
+    elif path.suffix == ".npz":
+        model = load_official_npz(path, image_size)
+    elif path.suffix == ".safetensors":  # a bare state dict: timm's (ours travel with their config.json)
+        model = _timm_state_dict_model(read_safetensors(path), image_size, path)
+    else:
+        model = _load_torch_file(path, image_size)
+    return model.to(map_location)
 
 
-def _load_directory(directory: Path, image_size: int | tuple[int, int] | None) -> LoadedModel:
-    config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} does not exist (a pretrained directory holds {CONFIG_NAME} and {WEIGHTS_NAME})"
-            )
-    try:
-        config = json.loads(config_path.read_text())
-        if "model_config" not in config and "architecture" not in config:
-            raise KeyError("model_config")
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{config_path} is not a valid mlp-mixer or timm config: {err!r}") from err
-    state = _read_safetensors(weights_path)
+load_model = from_pretrained  # the name the commands and docs/train.md use
+
+
+def _load_directory(directory: Path, image_size: int | tuple[int, int] | None) -> MLPMixer:
+    config = read_config(directory)
+    state = read_safetensors(directory / WEIGHTS_NAME)
     if "model_config" not in config:  # a timm Hub repo (config.json + model.safetensors), converted
         return _load_timm_directory(directory, config, state, image_size)
-    try:
-        model = model_from_config(config["model_config"])
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{config_path} has an invalid model_config: {err}") from err
-    _load_state(model, state, weights_path)
-    return LoadedModel(
-        model.eval(),
-        list(config.get("classes", [])),
-        Preprocessing.from_dict(config.get("preprocessing", {})),
-        str(directory),
-    )
+    model = MLPMixer.from_state(config, state, directory / WEIGHTS_NAME)
+    model.source = str(directory)
+    return model
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as err:
-        raise ValueError(f"{path} cannot be read (truncated or not safetensors): {err}") from err
-
-
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedModel:
-    """Load a training checkpoint file, a ``save_pretrained`` directory or any :func:`from_pretrained` source.
-
-    In eval mode; a ``.pt``/``.pth``/``.bin`` file may also be a bare timm state dict.
-    """
-    if not Path(path).is_file() or Path(path).suffix in (".npz", ".safetensors"):
-        loaded = from_pretrained(path)
-        loaded.model.to(map_location)
-        return loaded
-    path = Path(path)
-    checkpoint = _read_torch_file(path, map_location)
+def _load_torch_file(path: Path, image_size: int | tuple[int, int] | None) -> MLPMixer:
+    """A training checkpoint, or a bare timm state dict saved with ``torch.save``."""
+    checkpoint = _read_torch_file(path)
     if isinstance(checkpoint, dict) and _is_timm_state_dict(checkpoint):
-        return _timm_state_dict_model(checkpoint, None, path)
+        return _timm_state_dict_model(checkpoint, image_size, path)
     if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_config" not in checkpoint:
         raise ValueError(f"checkpoint {path} is not an mlp-mixer checkpoint (no 'model' and 'model_config')")
-    model = model_from_config(checkpoint["model_config"])
-    _load_state(model, checkpoint["model"], path)
-    return LoadedModel(
-        model.eval(),
-        list(checkpoint.get("classes", [])),
-        Preprocessing.from_dict(checkpoint.get("preprocessing", {})),
-        str(path),
-    )
+    return MLPMixer.from_state(checkpoint, checkpoint["model"], path)
 
 
 # --------------------------------------------------------------------------- sizes from shapes
@@ -306,18 +220,6 @@ def config_from_state_dict(
         channel_dim=channel_dim,
         gelu=gelu,
     )
-
-
-def _model_from_state(config: dict[str, Any], state: dict[str, torch.Tensor], source: str | Path) -> MLPMixer:
-    """Build the architecture without a random init, then take the tensors of ``state`` (float32)."""
-    with torch.device("meta"):
-        model = model_from_config(config)
-    state = {k: v.float().contiguous() for k, v in state.items()}
-    try:
-        model.load_state_dict(state, assign=True)
-    except RuntimeError as err:
-        raise ValueError(f"weights in {source} do not fit a Mixer of the sizes inferred from them: {err}") from err
-    return model
 
 
 # --------------------------------------------------------------------------- official .npz checkpoints
@@ -451,7 +353,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path} cannot be read as an .npz checkpoint (truncated or not .npz): {err}") from err
 
 
-def load_official_npz(path: str | Path, image_size: int | tuple[int, int] | None = None) -> LoadedModel:
+def load_official_npz(path: str | Path, image_size: int | tuple[int, int] | None = None) -> MLPMixer:
     """Load an official ``.npz`` (vit_jax or big_vision, either layout) with sizes inferred from the shapes.
 
     The model uses tanh GELU, which is what the official code computes, and the official preprocessing
@@ -463,21 +365,16 @@ def load_official_npz(path: str | Path, image_size: int | tuple[int, int] | None
     """
     path = Path(path)
     state = official_to_state_dict(_read_npz(path), path)
-    model = _model_from_state(config_from_state_dict(state, image_size, "tanh", path), state, path)
-    channels = model.in_channels
-    preprocessing = Preprocessing(
-        image_size=model.image_size,
-        mean=(OFFICIAL_MEAN_STD,) * channels,
-        std=(OFFICIAL_MEAN_STD,) * channels,
-        crop_pct=1.0,
-    )
-    return LoadedModel(model.eval(), [], preprocessing, str(path))
+    config = config_from_state_dict(state, image_size, "tanh", path)
+    model = MLPMixer.from_state({"model_config": config}, state, path)
+    model.preprocessing = Preprocessing.official(model.image_size, model.in_channels, crop_pct=1.0)
+    return model
 
 
 def save_official_npz(model: MLPMixer, path: str | Path) -> Path:
     """Write ``model`` as an official-layout ``.npz`` (what vit_jax's ``checkpoint.load`` reads), atomically."""
     params = state_dict_to_official(model.state_dict())
-    return _atomic_write(path, lambda f: np.savez(f, **params))
+    return atomic_write(path, lambda f: np.savez(f, **params))
 
 
 # --------------------------------------------------------------------------- timm
@@ -526,7 +423,7 @@ def from_timm_state_dict(
     if not _is_timm_state_dict(state):
         raise ValueError(f"{source} is not a timm MlpMixer state dict (no 'stem.proj.weight')")
     ours = {_rename(k, _TIMM_PREFIX, _TIMM_INFIX): v for k, v in state.items()}
-    return _model_from_state(config_from_state_dict(ours, image_size, gelu, source), ours, source)
+    return MLPMixer.from_state({"model_config": config_from_state_dict(ours, image_size, gelu, source)}, ours, source)
 
 
 def _timm_preprocessing(pretrained_cfg: dict[str, Any], image_size: tuple[int, int] | None = None) -> Preprocessing:
@@ -543,15 +440,16 @@ def _timm_preprocessing(pretrained_cfg: dict[str, Any], image_size: tuple[int, i
 
 def _timm_state_dict_model(
     state: dict[str, torch.Tensor], image_size: int | tuple[int, int] | None, source: Path
-) -> LoadedModel:
+) -> MLPMixer:
     """A bare timm state dict file: exact GELU and timm's default Mixer preprocessing."""
     model = from_timm_state_dict(state, image_size, source=source)
-    return LoadedModel(model.eval(), [], _timm_preprocessing({}, model.image_size), str(source))
+    model.preprocessing = _timm_preprocessing({}, model.image_size)
+    return model
 
 
 def _load_timm_directory(
     directory: Path, config: dict[str, Any], state: dict[str, torch.Tensor], image_size: int | tuple[int, int] | None
-) -> LoadedModel:
+) -> MLPMixer:
     """A timm Hub snapshot: ``config.json`` (architecture, pretrained_cfg, label_names) + ``model.safetensors``."""
     pretrained_cfg = config.get("pretrained_cfg", config)
     if image_size is None:  # timm stores (channels, height, width); model_args may override it
@@ -563,33 +461,27 @@ def _load_timm_directory(
     labels = config.get("label_names") or pretrained_cfg.get("label_names") or []
     if isinstance(labels, dict):  # timm allows {index: name}
         labels = [labels[k] for k in sorted(labels, key=int)]
-    return LoadedModel(
-        model.eval(), list(labels), _timm_preprocessing(pretrained_cfg, model.image_size), str(directory)
-    )
+    model.classes, model.source = list(labels), str(directory)
+    model.preprocessing = _timm_preprocessing(pretrained_cfg, model.image_size)
+    return model
 
 
-def save_timm_pretrained(
-    model: MLPMixer, directory: str | Path, classes: list[str] | None = None, preprocessing: Preprocessing | None = None
-) -> Path:
+def save_timm_pretrained(model: MLPMixer, directory: str | Path) -> Path:
     """Write a timm Hub layout directory: ``timm.create_model("local-dir:<directory>", pretrained=True)`` loads it.
 
+    The model's ``classes`` become timm's ``label_names`` and its ``preprocessing`` timm's ``pretrained_cfg``.
     timm computes exact GELU; a model trained with tanh GELU differs there by ~1e-4 in the logits.
     """
     from safetensors.torch import save
 
-    from .variants import VARIANTS
-
-    names = {
-        (v["depth"], v["patch_size"], v["dim"], v["token_dim"], v["channel_dim"]): name for name, v in VARIANTS.items()
-    }
-    variant = names.get((model.depth, model.patch_size, model.dim, model.token_dim, model.channel_dim))
+    variant = variant_name(model.config())
     if variant is None or variant.startswith("H"):
         raise ValueError(
             f"timm has no mixer_* architecture with depth {model.depth}, patch {model.patch_size}, dim {model.dim}, "
             f"token_dim {model.token_dim}, channel_dim {model.channel_dim}; use to_timm_state_dict() with "
             "timm.models.mlp_mixer.MlpMixer(...) instead"
         )
-    preprocessing = preprocessing or Preprocessing(image_size=model.image_size)
+    preprocessing = model.preprocessing
     config = {
         "architecture": f"mixer_{variant.replace('/', '').lower()}_224",
         "num_classes": model.num_classes,
@@ -609,18 +501,16 @@ def save_timm_pretrained(
             "classifier": "head",
         },
     }
-    if classes:
-        config["label_names"] = list(classes)
+    if model.classes:
+        config["label_names"] = list(model.classes)
     directory = Path(directory)
     state = {k: v.cpu().contiguous() for k, v in to_timm_state_dict(model).items()}
-    _atomic_write(directory / WEIGHTS_NAME, lambda f: f.write(save(state, metadata={"format": "pt"})))
-    _atomic_write(directory / CONFIG_NAME, lambda f: f.write((json.dumps(config, indent=2) + "\n").encode()))
+    write_bytes(directory / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))
+    write_json(directory / CONFIG_NAME, config)
     return directory
 
 
 # --------------------------------------------------------------------------- downloads
-
-_HUB_ID = re.compile(r"(?:hf[-_]hub:)?([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)")
 
 
 def default_cache_dir() -> Path:
@@ -658,30 +548,12 @@ def download(url: str, cache_dir: str | Path | None = None) -> Path:
                     bar.update(len(chunk))
 
     try:
-        return _atomic_write(target, fetch)
+        return atomic_write(target, fetch)
     except (urllib.error.URLError, OSError) as err:  # URLError, HTTPError, timeouts, no route: all OSError
         raise FileNotFoundError(
             f"cannot download {url} ({err}). Offline? Fetch it on a machine with network "
             f"(e.g. curl -L -o {target.name} {url}) and put it at {target}, or pass the local file's path"
         ) from err
-
-
-def _hub_download(repo_id: str, cache_dir: str | Path | None = None) -> Path:
-    """``config.json`` + ``model.safetensors`` of a Hub repo (cached by huggingface_hub) -> their directory."""
-    from huggingface_hub import hf_hub_download
-
-    paths = []
-    for filename in (CONFIG_NAME, WEIGHTS_NAME):
-        try:
-            paths.append(Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir)))
-        except Exception as err:  # offline, unknown repo, missing file: huggingface_hub's types vary by version
-            raise FileNotFoundError(
-                f"cannot get {filename} of {repo_id} from the Hugging Face Hub ({type(err).__name__}: {err}). "
-                f"Offline? On a machine with network run `hf download {repo_id} {CONFIG_NAME} {WEIGHTS_NAME} "
-                f"--local-dir DIR`, copy DIR here and pass its path instead of the Hub id (no local path "
-                f"named {repo_id} exists either)"
-            ) from err
-    return paths[0].parent
 
 
 # --------------------------------------------------------------------------- mlp-mixer convert
@@ -691,7 +563,7 @@ CONVERT_FORMATS = ("mlp-mixer", "timm", "npz")
 
 def convert(
     source: str | Path, output: str | Path, to: str = "mlp-mixer", image_size: int | tuple[int, int] | None = None
-) -> LoadedModel:
+) -> MLPMixer:
     """Convert weights between layouts: any :func:`from_pretrained` source -> ours, timm's or official.
 
     Args:
@@ -706,26 +578,12 @@ def convert(
     """
     if to not in CONVERT_FORMATS:
         raise ValueError(f"to must be one of {', '.join(CONVERT_FORMATS)}, got {to!r}")
-    loaded = from_pretrained(source, image_size=image_size)
+    model = from_pretrained(source, image_size=image_size)
     if to == "npz":
-        save_official_npz(loaded.model, output)
+        save_official_npz(model, output)
     elif to == "timm":
-        save_timm_pretrained(loaded.model, output, loaded.classes, loaded.preprocessing)
+        save_timm_pretrained(model, output)
     else:
-        save_pretrained(loaded.model, output, loaded.classes, loaded.preprocessing, extra={"source": str(source)})
-    return loaded
-
-
-def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
-    from .resize import parse_size
-
-    parser.add_argument("source", help="official .npz, timm weights or Hub snapshot, a Hub id, a URL, or our weights")
-    parser.add_argument("output", help="output directory (or .npz file with --to npz)")
-    parser.add_argument("--to", choices=CONVERT_FORMATS, default="mlp-mixer", help="output layout (default mlp-mixer)")
-    parser.add_argument("--image-size", type=parse_size, default=None, help="N or HxW, if the grid is not square")
-
-
-def run_convert(args: argparse.Namespace) -> int:
-    loaded = convert(args.source, args.output, args.to, args.image_size)
-    print(f"converted {args.source} -> {args.output} ({args.to} layout): {json.dumps(loaded.model.config())}")
-    return 0
+        model.source = str(source)
+        model.save_pretrained(output)
+    return model

@@ -1,0 +1,39 @@
+"""``mlp-mixer eval``: evaluate a checkpoint (:func:`mlp_mixer.evaluate.evaluate`)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "evaluate a checkpoint: top-1/top-5, per-class accuracy, confusion matrix"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", required=True, help="a run folder (its best.pt), a .pt checkpoint or any pretrained source"
+    )
+    parser.add_argument(
+        "--data",
+        help="ImageFolder root, folder of class folders, or CIFAR folder (default: the checkpoint's held-out split)",
+    )
+    parser.add_argument("--output", help="report folder (default: <checkpoint folder>/eval)")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader processes (default: one per core, <= 4)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda:N or mps")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate
+
+    report = evaluate(args.checkpoint, args.data, args.output, args.batch_size, args.workers, args.device)
+    width = max(len(name) for name in report["per_class"]) if report["per_class"] else 5
+    print(f"{'class':<{width}}  accuracy  images")
+    for name, row in report["per_class"].items():
+        print(f"{name:<{width}}  {100 * row['accuracy']:7.2f}%  {row['images']:6d}")
+    if report["skipped_images"]:
+        print(f"skipped {len(report['skipped_images'])} unreadable image(s), e.g. {report['skipped_images'][0]}")
+    print(f"report: {report['output']}/eval.json, {report['output']}/confusion_matrix.png")
+    print(
+        f"top-1 {100 * report['top1']:.2f}%  top-5 {100 * report['top5']:.2f}%  loss {report['loss']:.4f}  on "
+        f"{report['images']} images ({report['split']})"
+    )
+    return 0

@@ -1,0 +1,33 @@
+"""``mlp-mixer viz``: pictures of what a checkpoint learned (:func:`mlp_mixer.viz.viz`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import ints
+
+HELP = "plot token-mixing weights and training curves of a checkpoint"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", required=True, help="a run folder (its best.pt), a .pt checkpoint or any pretrained source"
+    )
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="folder for the PNGs and index.md")
+    parser.add_argument(
+        "--blocks",
+        type=ints("--blocks"),
+        default=None,
+        help="token-mixing blocks to draw, e.g. 0,1,-1 (default: first, middle, last)",
+    )
+    parser.add_argument("--max-units", type=int, default=64, help="units and stem filters per figure; 0 for all")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..viz import viz
+
+    for path in viz(args.checkpoint, args.out_dir, args.blocks, args.max_units):
+        print(path)
+    print(f"index: {Path(args.out_dir) / 'index.md'}")
+    return 0
