@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+
+from mlp_mixer.variants import TINY
 from torch import nn
 
 from mlp_mixer import MLPMixer
@@ -60,9 +62,7 @@ def test_residual_stream_is_contiguous(tiny_model):
 
 # ------------------------------------------------------------------------------------------ the benchmark
 
-TINY_BENCH = dict(
-    in_channels=3, dim=32, num_classes=10, patch_size=4, image_size=16, depth=2, token_dim=16, channel_dim=64
-)
+TINY_BENCH = dict(TINY)
 
 
 def test_peers_agree_on_the_same_weights():

@@ -191,7 +191,7 @@ def test_fewshot_command_end_to_end(mnist_checkpoint, mnist_split, tmp_path, cap
     assert again["results"]["1"]["accuracies"] == report["results"]["1"]["accuracies"]
 
 
-def test_fewshot_on_an_image_folder(tmp_path):
+def test_fewshot_on_an_image_folder(tmp_path, capsys):
     from torchvision.io import write_png
 
     torch.manual_seed(0)
@@ -219,5 +219,9 @@ def test_fewshot_on_an_image_folder(tmp_path):
         fewshot(ckpt, tmp_path / "data", shots=[4], seeds=1, progress=False, workers=0)
     with pytest.raises(ValueError, match="--block 1 is out of range"):
         fewshot(ckpt, tmp_path / "data", block=1, progress=False, workers=0)
+    capsys.readouterr()
     assert main(["fewshot", "--checkpoint", str(ckpt), "--data", str(tmp_path / "data"), "--shots", "1,x"]) == 2
+    assert "--shots expects comma-separated integers like 1,5,10, got '1,x'" in capsys.readouterr().err
     assert main(["fewshot", "--checkpoint", str(ckpt), "--data", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mlp-mixer fewshot: error:") and "nowhere" in err and "\n" not in err

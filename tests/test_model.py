@@ -86,17 +86,7 @@ def test_layer_norm_eps_is_flax_default(tiny_model):
 
 
 def test_seed_call_and_parameter_table():
-    model = MLPMixer(
-        in_channels=3,
-        dim=512,
-        num_classes=1000,
-        patch_size=16,
-        image_size=224,
-        depth=1,
-        token_dim=256,
-        channel_dim=2048,
-        dropout=0.1,
-    )
+    model = MLPMixer(**SEED, dropout=0.1)  # the blog's call: the same keywords and values
     block = model.blocks[0]
     counts = {
         "stem": model.stem,
@@ -143,8 +133,11 @@ def test_tokens_are_row_major(tiny_config):
         model.stem.bias.zero_()
     image = torch.zeros(1, 3, 8, 16)
     image[0, 0, 4, 8] = 1.0  # patch row 1, column 2 of a 2 x 4 grid -> token 1 * 4 + 2 = 6
-    tokens = model.stem(image).flatten(2).transpose(1, 2)
-    assert tokens[0, :, 0].nonzero().flatten().tolist() == [6]
+    seen = []  # the tokens forward_features hands to the first block, (B, S, C)
+    model.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model.forward_features(image)
+    assert seen[0].shape == (1, 8, 32)
+    assert seen[0][0, :, 0].nonzero().flatten().tolist() == [6]
 
 
 @pytest.mark.parametrize("in_channels,image_size,num_classes", [(1, 16, 10), (3, (8, 16), 7), (4, (16, 8), 2)])
@@ -257,17 +250,23 @@ def test_forward_errors(tiny_model, shape, message):
     assert message in str(info.value)
 
 
-def test_seed_constant_is_the_seed_call():
-    assert SEED == dict(
-        in_channels=3,
-        dim=512,
-        num_classes=1000,
-        patch_size=16,
-        image_size=224,
-        depth=1,
-        token_dim=256,
-        channel_dim=2048,
-    )
+def test_seed_constant_builds_the_seeds_own_model():
+    """SEED against the seed's code (re-typed in mlp_mixer.seed_mixer): same parameters, same logits."""
+    pytest.importorskip("einops")
+    from mlp_mixer.seed_mixer import MLPMixer as SeedMixer
+    from mlp_mixer.seed_mixer import to_seed_state_dict
+
+    ours = MLPMixer(**{**SEED, "gelu": "exact"}).eval()  # the seed's nn.GELU() is the erf form
+    randomize(ours)
+    seed = SeedMixer(**SEED).eval()
+    seed.load_state_dict(to_seed_state_dict(ours.state_dict()))
+    for module in seed.modules():
+        if isinstance(module, nn.LayerNorm):
+            module.eps = 1e-6  # the seed uses torch's 1e-5; ours is the official 1e-6
+    assert sum(p.numel() for p in seed.parameters()) == sum(p.numel() for p in ours.parameters()) == 3_110_316
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), seed(x), atol=1e-4, rtol=1e-4)
 
 
 def test_init_weights_is_deterministic_under_seed(tiny_config):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchvision.transforms import v2
 from test_data import make_folder, write_cifar
 
 from mlp_mixer import train as T
@@ -332,7 +333,6 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, cif
 
 def test_unreadable_images_are_skipped_counted_and_reported(tmp_path, capsys):
     from PIL import Image
-    from test_data import odd_images  # noqa: F401 - the fixture's files, copied into class folders below
 
     root = tmp_path / "data"
     make_folder(root / "train", n=6, size=(20, 18))
@@ -493,7 +493,40 @@ def test_sgd_linear_schedule_and_every_augmentation(tmp_path, folder):
     )
     metrics = train(config)
     rows = T.read_log(tmp_path / "run" / "log.csv")
-    assert metrics["status"] == "completed" and rows[-1]["lr"] == pytest.approx(1e-5)
+    assert metrics["status"] == "completed" and rows[-1]["lr"] == pytest.approx(1e-5)  # linear decay to min_lr
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    ema, raw = checkpoint["model"], checkpoint["train_model"]  # EMA weights are the model; the raw ones kept
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema)
+
+    # What each augmentation does, built by the same functions from the same resolved settings.
+    resolved = resolve_config(config)
+    splits = T.open_data(resolved)
+    model, preprocessing, _ = T.build_model(resolved, splits)
+    T.attach_transforms(splits, resolved, preprocessing)
+    (randaugment,) = [t for t in splits.train.transform.transforms if isinstance(t, v2.RandAugment)]
+    assert (randaugment.num_ops, randaugment.magnitude) == (2, 9)
+    first, _ = splits.train[0]
+    splits.train.epoch_seed = 1
+    assert not torch.equal(first, splits.train[0][0])  # another epoch, another draw ...
+    splits.train.epoch_seed = 0
+    assert torch.equal(first, splits.train[0][0])  # ... and the same draw again for the same epoch
+    images = torch.rand(8, 3, 16, 16)
+    labels = torch.arange(8) % 3
+    augment = T.BatchAugment(resolved)
+    moved = augment(images, torch.Generator().manual_seed(0))
+    assert not torch.allclose(moved, images)
+    assert torch.equal(moved, augment(images, torch.Generator().manual_seed(0)))
+    torch.manual_seed(0)
+    mixed, targets = T.mixing(resolved, 3)(images, labels)
+    assert targets.shape == (8, 3) and torch.allclose(targets.sum(1), torch.ones(8))
+    assert targets.max() < 1 and not torch.equal(mixed, images)  # soft labels, blended images
+    assert model.blocks[-1].drop_path.p == pytest.approx(0.1)  # stochastic depth: 0 .. rate over the blocks
+    assert model.blocks[0].drop_path.p == 0 and model.blocks[0].token_mixing.drop1.p == pytest.approx(0.1)
+    model.train()
+    x = torch.randn(2, 3, 16, 16)
+    assert not torch.equal(model.forward_features(x), model.forward_features(x))  # dropout draws differ
+    model.eval()
+    assert torch.equal(model.forward_features(x), model.forward_features(x))
 
 
 def test_lr_schedule_shape():
@@ -516,6 +549,16 @@ def test_amp_runs_or_is_refused_with_a_note(tmp_path, cifar, capsys):
 
 @pytest.mark.slow
 def test_compile(tmp_path, cifar):
-    metrics = train(TrainConfig(data=cifar, epochs=1, output=str(tmp_path / "run"), compile=True, **FAST))
-    assert metrics["status"] == "completed"
-    assert load_model(tmp_path / "run" / "last.pt").num_classes == 10  # plain keys, no _orig_mod.
+    """--compile trains the same model as eager: same steps, same data, logits within float tolerance."""
+    runs = {}
+    for compiled in (False, True):
+        out = tmp_path / f"run_{compiled}"
+        metrics = train(TrainConfig(data=cifar, epochs=1, output=str(out), compile=compiled, **FAST))
+        assert metrics["status"] == "completed"
+        runs[compiled] = (metrics, load_model(out / "last.pt"))  # plain keys, no _orig_mod.
+    (eager_metrics, eager), (compiled_metrics, compiled) = runs[False], runs[True]
+    assert compiled.num_classes == 10 and compiled_metrics["step"] == eager_metrics["step"]
+    assert compiled_metrics["val_loss"] == pytest.approx(eager_metrics["val_loss"], rel=1e-3)
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), eager(x), atol=1e-3, rtol=1e-3)

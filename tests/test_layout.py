@@ -1,0 +1,150 @@
+"""The package's layout holds: the library below, the command line on top, imports one way, no circle.
+
+The import graph is read from the source (every ``import`` statement, also those inside functions), so a lazy
+import cannot hide a circle.
+"""
+
+import argparse
+import ast
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mlp_mixer
+
+PACKAGE = Path(mlp_mixer.__file__).parent
+
+# Each module may import only modules of a lower layer (docs/architecture.md draws this).
+LAYERS = {
+    0: ["variants", "files", "devices", "quantize", "seed_mixer"],  # leaves: nothing of ours
+    1: ["pretrained"],  # what travels with weights: preprocessing, classes, the Hugging Face layout
+    2: ["model"],  # the paper
+    3: ["weights", "data", "plots", "summary"],
+    4: ["mlp_mixer", "resize", "distributed", "evaluate", "predict", "export", "fewshot", "train_config"],
+    5: ["train_data", "optim", "run_dir", "bench"],
+    6: ["train", "viz"],
+    7: ["commands.common"],
+    8: [f"commands.{p.stem}" for p in (PACKAGE / "commands").glob("*.py") if p.stem not in ("__init__", "common")],
+    9: ["commands"],
+    10: ["__main__"],
+}
+LAYER = {name: layer for layer, names in LAYERS.items() for name in names}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    name = ".".join(p for p in parts if p != "__init__")
+    return name or "mlp_mixer"
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the modules of ours it imports (relative names; the package itself is ``mlp_mixer``)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".") if package and package != "mlp_mixer" else []
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                for alias in node.names:
+                    full = f"{target}.{alias.name}".strip(".")
+                    edges.add(full if full in modules else target or "mlp_mixer")
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                for imported in names:
+                    if imported == "mlp_mixer" or imported.startswith("mlp_mixer."):
+                        edges.add(imported.removeprefix("mlp_mixer.") if imported != "mlp_mixer" else "mlp_mixer")
+        graph[name] = {e for e in edges if e in modules and e != name}
+    return graph
+
+
+def test_every_module_has_a_layer():
+    assert set(import_graph()) == set(LAYER)
+
+
+def test_imports_run_one_way_from_the_leaves_up():
+    wrong = [
+        f"{a} (layer {LAYER[a]}) imports {b} (layer {LAYER[b]})"
+        for a, edges in import_graph().items()
+        for b in edges
+        if LAYER[b] >= LAYER[a]
+    ]
+    assert not wrong
+
+
+def test_no_import_circle():
+    graph, state, circles = import_graph(), {}, []
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in graph[node]:
+            if state.get(nxt) == "open":
+                circles.append(path[path.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for node in graph:
+        if node not in state:
+            visit(node, [node])
+    assert not circles
+
+
+def test_argparse_only_in_the_command_layer():
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if "commands" in path.relative_to(PACKAGE).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            if "argparse" in names:
+                offenders.append(str(path.relative_to(PACKAGE)))
+    assert not offenders
+
+
+@pytest.mark.parametrize("module", ["mlp_mixer.predict", "mlp_mixer.export"])
+def test_inference_does_not_load_training_or_the_command_line(module):
+    # torch itself imports argparse (through unittest), so the check is on our modules that would bring it
+    code = f"import sys, {module}; print(' '.join(m for m in sys.modules if m.startswith('mlp_mixer')))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert module in loaded
+    assert not [m for m in loaded if m.startswith(("mlp_mixer.train", "mlp_mixer.commands", "mlp_mixer.optim"))]
+
+
+def _verb_parsers():
+    from mlp_mixer.commands import VERBS
+    from mlp_mixer.commands.common import HelpFormatter
+
+    for verb, name in VERBS.items():
+        parser = argparse.ArgumentParser(prog=f"mlp-mixer {verb}", formatter_class=HelpFormatter)
+        importlib.import_module(f"mlp_mixer.commands.{name}").add_arguments(parser)
+        yield verb, parser
+
+
+def test_every_flag_has_a_help_line_that_shows_its_default():
+    missing = []
+    for verb, parser in _verb_parsers():
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if not action.option_strings or isinstance(action, argparse._HelpAction):
+                continue
+            shown = formatter._get_help_string(action) or ""
+            if not action.help or not (action.required or "default" in shown):
+                missing.append(f"{verb} {action.option_strings[0]}: {shown!r}")
+    assert not missing
+
+
+def test_help_shows_the_resolved_training_defaults():
+    from mlp_mixer.train_config import DATA_DEFAULTS, DEFAULTS
+
+    text = dict(_verb_parsers())["train"].format_help()
+    assert f"{DATA_DEFAULTS['mnist']['lr']} on the embedded MNIST" in " ".join(text.split())
+    assert f"{DEFAULTS['lr']} otherwise" in " ".join(text.split())
