@@ -2,11 +2,10 @@
 
 import pytest
 import torch
-
-from mlp_mixer.variants import TINY
 from torch import nn
 
 from mlp_mixer import MLPMixer
+from mlp_mixer.variants import TINY
 
 
 def randomize(model: nn.Module, seed: int = 1) -> nn.Module:

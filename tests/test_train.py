@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchvision.transforms import v2
 from test_data import make_folder, write_cifar
+from torchvision.transforms import v2
 
 from mlp_mixer import train as T
 from mlp_mixer.commands import main
