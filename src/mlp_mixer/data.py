@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import pickle
 import random
+import re
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -612,7 +613,8 @@ def decode_image_bytes(data: bytes, in_channels: int = 3, name: str = "image") -
     except (RuntimeError, ValueError) as err:
         image = _decode_with_pillow(data, in_channels)  # BMP, TIFF, ...: formats torchvision does not decode
         if image is None:
-            reason = str(err).split("\n")[0].split(", Unsupported")[0][:200]
+            reason = str(err).split("\n")[0].split(", Unsupported")[0]
+            reason = re.sub(r"^\w+, \S+:\d+, ", "", reason)[:200]  # torchvision's "decode_jpeg, /src/x.cpp:171, "
             raise ImageError(f"{name}: cannot decode image ({reason})") from err
     if image.ndim == 4:  # an animated GIF: (frames, C, H, W); use the first frame
         image = image[0]
