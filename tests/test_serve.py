@@ -167,9 +167,24 @@ def test_micro_batcher_splits_at_the_batch_size_and_keeps_rows_in_order():
         return rows
 
     rows = asyncio.run(main())
-    assert sizes == [4, 4, 2]
+    assert sizes == [4, 4, 2]  # the last two go at once: nothing else is arriving, so no 50 ms wait
     for i, row in enumerate(rows):
         torch.testing.assert_close(row, torch.full((1, 2), 2.0 * i))
+
+
+def test_a_lone_request_does_not_wait_for_company():
+    async def main() -> float:
+        batcher = MicroBatcher(lambda x: x.flatten(1), max_batch_size=32, max_wait_ms=10_000)
+        await batcher.start()
+        start = time.perf_counter()
+        with batcher.arriving():
+            pass  # read and decoded; nothing else is on its way
+        await batcher.submit([torch.ones(1, 2)])
+        seconds = time.perf_counter() - start
+        await batcher.stop()
+        return seconds
+
+    assert asyncio.run(main()) < 5  # not the 10 s batch wait
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -261,14 +276,16 @@ def free_port() -> int:
 
 def test_sigterm_answers_requests_in_flight_and_refuses_new_ones(checkpoint, images, expected):
     port = free_port()
-    # A long batch wait keeps the first request in flight while the signal arrives.
-    code = (
-        "import sys; from mlp_mixer.serve import serve; "
-        f"serve(sys.argv[1], port={port}, max_batch_size=64, max_wait_ms=3000, device='cpu', log_level='warning')"
-    )
+    code = f"import sys; from mlp_mixer.serve import serve; serve(sys.argv[1], port={port}, log_level='warning')"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen([sys.executable, "-c", code, str(checkpoint)], env=env)
-    url = f"http://127.0.0.1:{port}"
+    url, data, signalled = f"http://127.0.0.1:{port}", images[0].read_bytes(), threading.Event()
+
+    def slow_upload():  # the request in flight: half its body before the signal, the rest after
+        yield data[:20]
+        signalled.wait(30)
+        yield data[20:]
+
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -279,8 +296,9 @@ def test_sigterm_answers_requests_in_flight_and_refuses_new_ones(checkpoint, ima
                 assert process.poll() is None and time.monotonic() < deadline, "server did not start"
                 time.sleep(0.1)
         with ThreadPoolExecutor(1) as pool:
-            first = pool.submit(httpx.post, f"{url}/v1/predict", files=[upload(images[0])], timeout=30)
-            while "mixer_requests_in_flight 2.0" not in httpx.get(f"{url}/metrics").text:  # the request and this one
+            headers = {"content-type": "image/png"}
+            first = pool.submit(httpx.post, f"{url}/v1/predict", content=slow_upload(), headers=headers, timeout=30)
+            while "mixer_requests_in_flight 2.0" not in httpx.get(f"{url}/metrics").text:  # the upload and this one
                 assert time.monotonic() < deadline and not first.done()
                 time.sleep(0.02)
             process.send_signal(signal.SIGTERM)
@@ -288,11 +306,14 @@ def test_sigterm_answers_requests_in_flight_and_refuses_new_ones(checkpoint, ima
             refused = httpx.post(f"{url}/v1/predict", files=[upload(images[1])], timeout=30)
             assert refused.status_code == 503 and "shutting down" in refused.json()["error"]
             assert httpx.get(f"{url}/readyz").status_code == 503
+            assert process.poll() is None  # still up: a request is in flight
+            signalled.set()
             answered = first.result(timeout=30)
-        assert answered.status_code == 200
+        assert answered.status_code == 200, answered.text
         assert_same(answered.json()["results"][0], expected[images[0].name])
         assert process.wait(timeout=30) == 0
     finally:
+        signalled.set()
         process.kill()
         process.wait()
 

@@ -23,9 +23,9 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,7 @@ class MicroBatcher:
     One worker task takes the first waiting image, then more until ``max_batch_size`` or ``max_wait_ms`` after
     the first, and runs ``forward`` in its own thread, so the event loop keeps accepting and decoding requests
     meanwhile; whatever arrives during a forward pass makes the next batch. Each image's future gets its own row.
+    A batch waits only while a request is on its way (inside :meth:`arriving`): a lone client pays no wait.
 
     Args:
         forward: float images (B, C, H, W) -> float32 logits (B, num_classes) on the CPU.
@@ -114,6 +115,7 @@ class MicroBatcher:
         self.forward, self.max_batch_size, self.max_wait = forward, max_batch_size, max_wait_ms / 1000
         self.on_batch = on_batch
         self.batches = 0  # forward passes run so far
+        self._arriving = 0  # requests being read or decoded, which will submit soon
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="mixer-forward")  # one model, one pass at a time
         self._worker: asyncio.Task[None] | None = None
@@ -128,6 +130,15 @@ class MicroBatcher:
             await self._worker
             self._worker = None
         self._executor.shutdown()
+
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Wrap the reading and decoding of a request: while any is on its way, a batch waits for it."""
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
 
     async def submit(self, images: list[torch.Tensor]) -> torch.Tensor:
         """Logits (len(images), num_classes) of preprocessed images, computed with whatever else is waiting."""
@@ -147,7 +158,7 @@ class MicroBatcher:
             if first is None:
                 break
             batch, deadline = [first], loop.time() + self.max_wait
-            while len(batch) < self.max_batch_size:
+            while len(batch) < self.max_batch_size and (self._arriving or not self._queue.empty()):
                 timeout = deadline - loop.time()
                 try:
                     item = (
@@ -492,12 +503,8 @@ def create_app(
         problems = "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in err.errors())
         return _error(400, problems)
 
-    @app.post("/v1/predict")
-    async def predict(request: Request, topk: int = 5) -> dict[str, Any]:
-        """Top-k classes of each image: multipart (field 'image', repeatable), JSON with base64, or a raw image."""
-        start = time.perf_counter()
-        if topk < 1:
-            raise ClientError(400, f"topk must be at least 1, got {topk}")
+    async def read_uploads(request: Request) -> list[tuple[str, bytes, str | None]]:
+        """(name, bytes, declared type) of each image in the request, checked against the limits."""
         body = await _read_body(request, body_limit)
         if not body:
             raise ClientError(400, "empty body: send images as multipart field 'image' or JSON {\"images\": [...]}")
@@ -518,7 +525,17 @@ def create_app(
             raise ClientError(400, "no images in the request: the multipart field is 'image', the JSON key 'images'")
         if len(uploads) > max_images:
             raise ClientError(400, f"{len(uploads)} images in one request; the limit is {max_images} (--max-images)")
-        images = [await asyncio.to_thread(decode, *upload) for upload in uploads]
+        return uploads
+
+    @app.post("/v1/predict")
+    async def predict(request: Request, topk: int = 5) -> dict[str, Any]:
+        """Top-k classes of each image: multipart (field 'image', repeatable), JSON with base64, or a raw image."""
+        start = time.perf_counter()
+        if topk < 1:
+            raise ClientError(400, f"topk must be at least 1, got {topk}")
+        with batcher.arriving():  # the batch being gathered may wait for this request
+            uploads = await read_uploads(request)
+            images = await asyncio.to_thread(lambda: [decode(*upload) for upload in uploads])
         probabilities = (await batcher.submit(images)).softmax(dim=-1)
         values, indices = probabilities.topk(min(topk, model.num_classes), dim=-1)
         results = [
