@@ -607,6 +607,8 @@ def decode_image_bytes(data: bytes, in_channels: int = 3, name: str = "image") -
 
     :func:`read_image` reads a file and calls this, so an upload and the same file on disk decode alike.
     """
+    if not data:
+        raise ImageError(f"{name}: empty file")
     mode = ImageReadMode.GRAY if in_channels == 1 else ImageReadMode.RGB
     try:
         image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
@@ -614,7 +616,8 @@ def decode_image_bytes(data: bytes, in_channels: int = 3, name: str = "image") -
         image = _decode_with_pillow(data, in_channels)  # BMP, TIFF, ...: formats torchvision does not decode
         if image is None:
             reason = str(err).split("\n")[0].split(", Unsupported")[0]
-            reason = re.sub(r"^\w+, \S+:\d+, ", "", reason)[:200]  # torchvision's "decode_jpeg, /src/x.cpp:171, "
+            # torchvision prefixes its source file ("decode_jpeg, /src/x.cpp:171, "); the reason is what follows it
+            reason = re.sub(r"^\w+, \S+:\d+(, )?", "", reason)[:200] or "not a format torchvision or Pillow reads"
             raise ImageError(f"{name}: cannot decode image ({reason})") from err
     if image.ndim == 4:  # an animated GIF: (frames, C, H, W); use the first frame
         image = image[0]
