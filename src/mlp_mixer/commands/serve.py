@@ -6,6 +6,8 @@ import argparse
 
 from mlp_mixer import serve
 
+HELP = "serve a checkpoint over HTTP with dynamic batching and a web page"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="training checkpoint .pt or save_pretrained directory")
