@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import pickle
 import random
+import re
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,40 +42,22 @@ def read_image(path: str | Path, in_channels: int = 3) -> torch.Tensor:
     Palette, CMYK, RGBA, grayscale and 16-bit images are converted (alpha dropped, 16-bit scaled to 8-bit).
     """
     path = Path(path)
-    mode = ImageReadMode.GRAY if in_channels == 1 else ImageReadMode.RGB
     try:
-        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+        data = path.read_bytes()
     except OSError as err:
         raise ImageError(f"{path}: cannot read file ({err.strerror or err})") from err
-    try:
-        image = decode_image(data, mode=mode)
-    except (RuntimeError, ValueError) as err:
-        image = _decode_with_pillow(path, in_channels)  # BMP, TIFF, ...: formats torchvision does not decode
-        if image is None:
-            reason = str(err).split("\n")[0].split(", Unsupported")[0][:200]
-            raise ImageError(f"{path}: cannot decode image ({reason})") from err
-    if image.ndim == 4:  # an animated GIF: (frames, C, H, W); use the first frame
-        image = image[0]
-    if image.dtype == torch.uint16:  # 16-bit PNG
-        image = (image.to(torch.int32) >> 8).to(torch.uint8)
-    if image.shape[0] in (2, 4):  # drop alpha when a decoder ignored the mode
-        image = image[:-1]
-    if image.shape[0] == 3 and in_channels == 1:  # GIF decoding ignores the mode
-        image = v2.functional.rgb_to_grayscale(image)
-    if image.shape[0] == 1 and in_channels != 1:
-        image = image.expand(in_channels, -1, -1).contiguous()
-    if image.shape[0] != in_channels:
-        raise ImageError(f"{path}: {image.shape[0]} channels cannot be converted to {in_channels}")
-    return image
+    return decode_image_bytes(data, in_channels, str(path))
 
 
-def _decode_with_pillow(path: Path, in_channels: int) -> torch.Tensor | None:
+def _decode_with_pillow(data: bytes, in_channels: int) -> torch.Tensor | None:
     """Pillow for what torchvision cannot decode (BMP, TIFF, ...); None when Pillow cannot either."""
+    import io
+
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(data)) as img:
             img.seek(0)
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale: keep the top 8 bits
                 img = img.point(lambda v: v / 256).convert("L")
@@ -613,3 +596,39 @@ def iterate_batches(
 def _worker_init(_: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's: it saves and stops the workers
     torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decoding bytes (files, uploads)
+
+
+def decode_image_bytes(data: bytes, in_channels: int = 3, name: str = "image") -> torch.Tensor:
+    """Decode encoded image bytes by content to uint8 (in_channels, H, W); errors name ``name``.
+
+    :func:`read_image` reads a file and calls this, so an upload and the same file on disk decode alike.
+    """
+    if not data:
+        raise ImageError(f"{name}: empty file")
+    mode = ImageReadMode.GRAY if in_channels == 1 else ImageReadMode.RGB
+    try:
+        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
+    except (RuntimeError, ValueError) as err:
+        image = _decode_with_pillow(data, in_channels)  # BMP, TIFF, ...: formats torchvision does not decode
+        if image is None:
+            reason = str(err).split("\n")[0].split(", Unsupported")[0]
+            # torchvision prefixes its source file ("decode_jpeg, /src/x.cpp:171, "); the reason is what follows it
+            reason = re.sub(r"^\w+, \S+:\d+(, )?", "", reason)[:200] or "not a format torchvision or Pillow reads"
+            raise ImageError(f"{name}: cannot decode image ({reason})") from err
+    if image.ndim == 4:  # an animated GIF: (frames, C, H, W); use the first frame
+        image = image[0]
+    if image.dtype == torch.uint16:  # 16-bit PNG
+        image = (image.to(torch.int32) >> 8).to(torch.uint8)
+    if image.shape[0] in (2, 4):  # drop alpha when a decoder ignored the mode
+        image = image[:-1]
+    if image.shape[0] == 3 and in_channels == 1:  # GIF decoding ignores the mode
+        image = v2.functional.rgb_to_grayscale(image)
+    if image.shape[0] == 1 and in_channels != 1:
+        image = image.expand(in_channels, -1, -1).contiguous()
+    if image.shape[0] != in_channels:
+        raise ImageError(f"{name}: {image.shape[0]} channels cannot be converted to {in_channels}")
+    return image

@@ -1,0 +1,396 @@
+"""serve: the real server (uvicorn on a free loopback port) answers as predict does, batches, refuses bad input."""
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import importlib
+import importlib.util
+import io
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mlp_mixer import MLPMixer
+from mlp_mixer.predict import Predictor
+from mlp_mixer.serve import MicroBatcher, create_app, make_server
+from mlp_mixer.weights import Preprocessing, atomic_save
+
+TINY = dict(in_channels=3, dim=32, num_classes=10, patch_size=4, image_size=16, depth=2, token_dim=16, channel_dim=64)
+CLASSES = [f"class_{c}" for c in "abcdefghij"]
+PREPROCESSING = Preprocessing(image_size=(16, 16), mean=(0.2, 0.4, 0.6), std=(0.3, 0.2, 0.1), crop_pct=0.8)
+LIMITS = dict(max_body_mb=0.25, max_pixels=100_000, max_images=4)
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = MLPMixer(**TINY).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.5)  # the official zero head would make every class tie
+    state = {"model": model.state_dict(), "model_config": model.config(), "classes": CLASSES}
+    return atomic_save({**state, "preprocessing": PREPROCESSING.to_dict()}, tmp_path_factory.mktemp("run") / "best.pt")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    """Eight real images of different sizes, modes and formats; the first a picture (the docs' screenshot shows it)."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:96, 0:128]
+    sky = np.stack([60 + y, 120 + y, 230 - y // 2], axis=-1)
+    sun = ((x - 84) ** 2 + (y - 34) ** 2 < 18**2)[..., None]
+    hill = (y > 66 + 14 * np.sin(x / 20))[..., None]
+    picture = np.where(sun, [250, 200, 40], np.where(hill, [40, 140, 60], sky)).astype(np.uint8)
+    Image.fromarray(picture).save(root / "picture.png")
+    paths = [root / "picture.png"]
+    for n, (suffix, mode) in enumerate(([(".jpg", "L"), (".png", "RGBA"), (".gif", "RGB"), (".png", "RGB")] * 2)[:7]):
+        size = (12 + 5 * n, 30 - 2 * n)
+        image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
+        paths.append(root / f"img{n}{suffix}")
+        image.save(paths[-1])
+    return paths
+
+
+@contextmanager
+def running(app):
+    """The app on uvicorn in a thread, on a free loopback port; yields its base URL."""
+    server = make_server(app, port=0, log_level="warning")
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+@pytest.fixture(scope="module")
+def app(checkpoint):
+    return create_app(checkpoint, max_batch_size=8, max_wait_ms=100, device="cpu", **LIMITS)
+
+
+@pytest.fixture(scope="module")
+def url(app):
+    with running(app) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def expected(checkpoint, images) -> dict[str, tuple[list[str], list[float]]]:
+    """The oracle: ``predict``'s top-5 for each file."""
+    results = Predictor(checkpoint, device="cpu").predict(images, topk=5, progress=False)
+    return {Path(r.path).name: (r.classes, r.probabilities) for r in results}
+
+
+def assert_same(result: dict, expected: tuple[list[str], list[float]]) -> None:
+    classes, probabilities = expected
+    assert [p["class"] for p in result["predictions"]] == classes
+    np.testing.assert_allclose([p["probability"] for p in result["predictions"]], probabilities, atol=1e-5)
+
+
+def upload(path: Path) -> tuple[str, tuple[str, bytes]]:
+    return ("image", (path.name, path.read_bytes()))
+
+
+def test_served_answers_equal_predict(url, images, expected):
+    response = httpx.post(f"{url}/v1/predict", files=[upload(p) for p in images[:4]], timeout=30)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [r["name"] for r in results] == [p.name for p in images[:4]]
+    for result in results:
+        assert_same(result, expected[result["name"]])
+    # JSON with base64 (a data: URL too), and one raw image body, give the same answers.
+    encoded = [base64.b64encode(p.read_bytes()).decode() for p in images[4:6]]
+    document = {"images": [{"data": encoded[0], "name": images[4].name}, f"data:image/png;base64,{encoded[1]}"]}
+    results = httpx.post(f"{url}/v1/predict", json=document, timeout=30).json()["results"]
+    assert_same(results[0], expected[images[4].name])
+    assert_same(results[1], expected[images[5].name])
+    raw = httpx.post(f"{url}/v1/predict?topk=2", content=images[6].read_bytes(), headers={"content-type": "image/png"})
+    assert len(raw.json()["results"][0]["predictions"]) == 2
+    assert [p["class"] for p in raw.json()["results"][0]["predictions"]] == expected[images[6].name][0][:2]
+
+
+def test_concurrent_requests_share_forward_passes_and_each_gets_its_own_answer(app, url, images, expected):
+    before = app.state.batcher.batches
+    start = threading.Barrier(len(images))
+
+    def one(path: Path) -> dict:
+        with httpx.Client(timeout=30) as client:
+            start.wait()  # all requests leave together; the 100 ms batch wait gathers them
+            return client.post(f"{url}/v1/predict", files=[upload(path)]).json()["results"][0]
+
+    with ThreadPoolExecutor(len(images)) as pool:
+        results = list(pool.map(one, images))
+    passes = app.state.batcher.batches - before
+    assert passes < len(images), f"{len(images)} concurrent requests took {passes} forward passes"
+    for path, result in zip(images, results, strict=True):
+        assert result["name"] == path.name
+        assert_same(result, expected[path.name])  # its own image's answer, not a neighbour's in the batch
+    metrics = httpx.get(f"{url}/metrics").text
+    assert "mixer_batch_size_bucket" in metrics and "mixer_predict_seconds_bucket" in metrics
+
+
+def test_micro_batcher_splits_at_the_batch_size_and_keeps_rows_in_order():
+    sizes = []
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        sizes.append(len(x))
+        return x.flatten(1) * 2
+
+    async def main() -> list[torch.Tensor]:
+        batcher = MicroBatcher(forward, max_batch_size=4, max_wait_ms=50)
+        await batcher.start()
+        rows = await asyncio.gather(*(batcher.submit([torch.full((1, 2), float(i))]) for i in range(10)))
+        await batcher.stop()
+        return rows
+
+    rows = asyncio.run(main())
+    assert sizes == [4, 4, 2]  # the last two go at once: nothing else is arriving, so no 50 ms wait
+    for i, row in enumerate(rows):
+        torch.testing.assert_close(row, torch.full((1, 2), 2.0 * i))
+
+
+def test_a_lone_request_does_not_wait_for_company():
+    async def main() -> float:
+        batcher = MicroBatcher(lambda x: x.flatten(1), max_batch_size=32, max_wait_ms=10_000)
+        await batcher.start()
+        start = time.perf_counter()
+        with batcher.arriving():
+            pass  # read and decoded; nothing else is on its way
+        await batcher.submit([torch.ones(1, 2)])
+        seconds = time.perf_counter() - start
+        await batcher.stop()
+        return seconds
+
+    assert asyncio.run(main()) < 5  # not the 10 s batch wait
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A 60-byte PNG that claims width x height pixels: a decompression bomb's header."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    idat = zlib.compress(b"\0" * 64)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def encoded(image: Image.Image, format: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format)
+    return buffer.getvalue()
+
+
+def bad_requests(images: list[Path]) -> dict[str, tuple[dict, int, str]]:
+    """name: (httpx.post keyword arguments, expected status, a word the error must contain)."""
+    noise = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    jpeg = encoded(Image.fromarray(noise), "JPEG")  # noise: most of the file is pixel data, past the header
+    gif = next(p for p in images if p.suffix == ".gif").read_bytes()
+    bomb = encoded(Image.new("L", (400, 400)), "PNG")  # 1 kB that decodes to 160,000 pixels, over the cap of 100,000
+    return {
+        "not an image": (dict(files=[("image", ("notes.png", b"hello, not pixels"))]), 415, "not an image"),
+        "truncated JPEG": (dict(files=[("image", ("cut.jpg", jpeg[: len(jpeg) // 2]))]), 422, "truncated"),
+        "GIF named .jpg": (dict(files=[("image", ("photo.jpg", gif))]), 415, "GIF"),
+        "decompression bomb": (dict(files=[("image", ("bomb.png", bomb))]), 413, "100,000"),
+        "bomb header": (dict(files=[("image", ("huge.png", png_header_only(100_000, 100_000)))]), 413, "pixels"),
+        "empty body": (dict(content=b"", headers={"content-type": "image/png"}), 400, "empty"),
+        "empty file": (dict(files=[("image", ("zero.png", b""))]), 400, "empty"),
+        "body over the limit": (dict(files=[("image", ("big.png", b"\0" * 300_000))]), 413, "--max-body-mb"),
+        "wrong field name": (dict(files=[("file", (images[0].name, images[0].read_bytes()))]), 400, "'file'"),
+        "text in the image field": (dict(data={"image": "abc"}, files=[("x", ("", b""))]), 400, "field"),
+        "too many images": (dict(files=[upload(images[0])] * 5), 400, "limit is 4"),
+        "wrong JSON key": (dict(json={"image": []}), 400, "'images'"),
+        "bad base64": (dict(json={"images": ["not base64!"]}), 400, "base64"),
+        "not JSON": (dict(content=b"{", headers={"content-type": "application/json"}), 400, "JSON"),
+        "unknown content type": (dict(content=b"abc", headers={"content-type": "text/plain"}), 415, "text/plain"),
+        "bad topk": (dict(params={"topk": "x"}, files=[upload(images[0])]), 400, "topk"),
+    }
+
+
+def test_bad_input_gets_a_4xx_json_error_and_the_server_keeps_serving(url, images, expected):
+    for name, (request, status, word) in bad_requests(images).items():
+        response = httpx.post(f"{url}/v1/predict", timeout=30, **request)
+        assert response.status_code == status, f"{name}: {response.status_code} {response.text}"
+        assert word in response.json()["error"], f"{name}: {response.json()}"
+    good = httpx.post(f"{url}/v1/predict", files=[upload(images[0])], timeout=30)
+    assert_same(good.json()["results"][0], expected[images[0].name])
+    missing = httpx.get(f"{url}/v2/nothing")
+    assert missing.status_code == 404 and "error" in missing.json()
+
+
+def test_model_probes_and_metrics(url, checkpoint):
+    info = httpx.get(f"{url}/v1/model").json()
+    assert info["classes"] == CLASSES
+    assert info["preprocessing"] == PREPROCESSING.to_dict()
+    assert info["model_config"]["patch_size"] == 4 and info["variant"] is None
+    assert info["checkpoint"]["digest"] == "sha256:" + hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert info["limits"] == LIMITS
+    assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{url}/readyz").status_code == 200
+    metrics = httpx.get(f"{url}/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    for name in ("mixer_http_requests_total", "mixer_http_errors_total", "mixer_batch_size_bucket"):
+        assert name in metrics.text
+
+
+def test_onnx_backend_answers_as_predict(checkpoint, images, expected, tmp_path):
+    app = create_app(checkpoint, backend="onnx", onnx_cache=tmp_path, max_wait_ms=0)
+    with running(app) as base:
+        results = httpx.post(f"{base}/v1/predict", files=[upload(p) for p in images[:3]], timeout=30).json()
+        assert httpx.get(f"{base}/v1/model").json()["backend"] == "onnx"
+    for result in results["results"]:
+        classes, probabilities = expected[result["name"]]
+        assert [p["class"] for p in result["predictions"]] == classes
+        np.testing.assert_allclose([p["probability"] for p in result["predictions"]], probabilities, atol=1e-4)
+    assert list(tmp_path.rglob("model.onnx"))  # exported once, kept for the next start
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_answers_requests_in_flight_and_refuses_new_ones(checkpoint, images, expected):
+    port = free_port()
+    code = f"import sys; from mlp_mixer.serve import serve; serve(sys.argv[1], port={port}, log_level='warning')"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-c", code, str(checkpoint)], env=env)
+    url, data, signalled = f"http://127.0.0.1:{port}", images[0].read_bytes(), threading.Event()
+
+    def slow_upload():  # the request in flight: half its body before the signal, the rest after
+        yield data[:20]
+        signalled.wait(30)
+        yield data[20:]
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, "server did not start"
+                time.sleep(0.1)
+        with ThreadPoolExecutor(1) as pool:
+            headers = {"content-type": "image/png"}
+            first = pool.submit(httpx.post, f"{url}/v1/predict", content=slow_upload(), headers=headers, timeout=30)
+            while "mixer_requests_in_flight 2.0" not in httpx.get(f"{url}/metrics").text:  # the upload and this one
+                assert time.monotonic() < deadline and not first.done()
+                time.sleep(0.02)
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)  # the signal handler runs between the server's ticks
+            refused = httpx.post(f"{url}/v1/predict", files=[upload(images[1])], timeout=30)
+            assert refused.status_code == 503 and "shutting down" in refused.json()["error"]
+            assert httpx.get(f"{url}/readyz").status_code == 503
+            assert process.poll() is None  # still up: a request is in flight
+            signalled.set()
+            answered = first.result(timeout=30)
+        assert answered.status_code == 200, answered.text
+        assert_same(answered.json()["results"][0], expected[images[0].name])
+        assert process.wait(timeout=30) == 0
+    finally:
+        signalled.set()
+        process.kill()
+        process.wait()
+
+
+def command_module():
+    """``mlp_mixer.commands.serve``; by file path while ``mlp_mixer.commands`` is still a module, not a package."""
+    try:
+        return importlib.import_module("mlp_mixer.commands.serve")
+    except ImportError:
+        path = ROOT / "src" / "mlp_mixer" / "commands" / "serve.py"
+        spec = importlib.util.spec_from_file_location("mlp_mixer_commands_serve", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+
+def test_command_flags_show_defaults_and_reach_serve(monkeypatch):
+    command = command_module()
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    for action in parser._actions:
+        if action.dest not in ("help", "checkpoint"):
+            assert "default" in action.help, f"--{action.dest} help does not show its default"
+    calls = []
+    monkeypatch.setattr(command.serve, "serve", lambda checkpoint, **kw: calls.append((checkpoint, kw)))
+    assert command.run(parser.parse_args(["--checkpoint", "c.pt", "--backend", "onnx", "--max-batch-size", "1"])) == 0
+    checkpoint, options = calls[0]
+    assert checkpoint == "c.pt" and options["host"] == "127.0.0.1" and options["port"] == 8000
+    assert options["backend"] == "onnx" and options["max_batch_size"] == 1 and options["max_wait_ms"] == 5.0
+
+
+def browser_or_skip() -> None:
+    """Chromium and Playwright, or a skip saying how to get them; in CI (MLP_MIXER_REQUIRE_BROWSER=1) a failure."""
+    missing = []
+    if not CHROMIUM.exists():
+        missing.append(f"{CHROMIUM} (install Debian's package: sudo apt-get install -y chromium)")
+    if importlib.util.find_spec("playwright") is None:
+        missing.append("the playwright package (pip install -e '.[dev]'; never `playwright install`)")
+    if missing:
+        message = "browser test needs " + " and ".join(missing)
+        if os.environ.get("MLP_MIXER_REQUIRE_BROWSER") == "1":
+            pytest.fail(message + "; MLP_MIXER_REQUIRE_BROWSER=1 makes it required")
+        pytest.skip(message)
+
+
+def test_page_in_a_real_browser_shows_predicts_top1(url, images, expected, tmp_path):
+    browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+    foreign = []  # requests the page makes anywhere but the app: there must be none (no CDN)
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=args, timeout=30_000
+        )
+        try:
+            page = context.new_page()
+            page.route(
+                "**/*",
+                lambda route: (
+                    route.continue_()
+                    if route.request.url.startswith(url)
+                    else (foreign.append(route.request.url), route.abort())
+                ),
+            )
+            page.goto(url)
+            page.wait_for_selector("body[data-state=ready]", timeout=15_000)
+            page.set_input_files("#file", str(images[0]))
+            page.wait_for_selector("body[data-state=done]", timeout=15_000)
+            top1 = page.text_content("#results li[data-rank='1'] .label")
+            bars = page.locator("#results li").count()
+            page.screenshot(path=str(tmp_path / "serve_page.png"), full_page=True)
+        finally:
+            context.close()
+    assert top1 == expected[images[0].name][0][0]
+    assert bars == 5
+    assert not foreign, f"the page reached outside the app: {foreign}"
+    if os.environ.get("MLP_MIXER_UPDATE_SCREENSHOT") == "1":  # the docs' picture: docs/serve.md says how
+        shutil.copy(tmp_path / "serve_page.png", ROOT / "docs" / "images" / "serve_page.png")
