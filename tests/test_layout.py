@@ -24,7 +24,7 @@ LAYERS = {
     2: ["model"],  # the paper
     3: ["weights", "data", "plots", "summary"],
     4: ["mlp_mixer", "resize", "distributed", "evaluate", "predict", "export", "fewshot", "train_config"],
-    5: ["train_data", "optim", "run_dir", "bench"],
+    5: ["train_data", "optim", "run_dir", "bench", "serve"],
     6: ["train", "viz"],
     7: ["commands.common"],
     8: [f"commands.{p.stem}" for p in (PACKAGE / "commands").glob("*.py") if p.stem not in ("__init__", "common")],
@@ -56,10 +56,14 @@ def import_graph() -> dict[str, set[str]]:
                     full = f"{target}.{alias.name}".strip(".")
                     edges.add(full if full in modules else target or "mlp_mixer")
             elif isinstance(node, ast.Import | ast.ImportFrom):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                else:  # from mlp_mixer import serve -> mlp_mixer.serve
+                    names = [f"{node.module}.{a.name}" for a in node.names] + [node.module or ""]
                 for imported in names:
                     if imported == "mlp_mixer" or imported.startswith("mlp_mixer."):
-                        edges.add(imported.removeprefix("mlp_mixer.") if imported != "mlp_mixer" else "mlp_mixer")
+                        short = imported.removeprefix("mlp_mixer.") if imported != "mlp_mixer" else "mlp_mixer"
+                        edges.add(short if short in modules else short.rpartition(".")[0] or "mlp_mixer")
         graph[name] = {e for e in edges if e in modules and e != name}
     return graph
 

@@ -318,20 +318,9 @@ def test_sigterm_answers_requests_in_flight_and_refuses_new_ones(checkpoint, ima
         process.wait()
 
 
-def command_module():
-    """``mlp_mixer.commands.serve``; by file path while ``mlp_mixer.commands`` is still a module, not a package."""
-    try:
-        return importlib.import_module("mlp_mixer.commands.serve")
-    except ImportError:
-        path = ROOT / "src" / "mlp_mixer" / "commands" / "serve.py"
-        spec = importlib.util.spec_from_file_location("mlp_mixer_commands_serve", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-
 def test_command_flags_show_defaults_and_reach_serve(monkeypatch):
-    command = command_module()
+    from mlp_mixer.commands import serve as command
+
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     for action in parser._actions:

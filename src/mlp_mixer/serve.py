@@ -41,8 +41,9 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from .data import ImageError, decode_image_bytes
+from .model import count_parameters
 from .predict import Predictor
-from .variants import VARIANTS, count_parameters
+from .variants import VARIANTS
 
 log = logging.getLogger("mlp_mixer.serve")
 

@@ -25,6 +25,7 @@ VERBS = {
     "bench": "bench",
     "viz": "viz",
     "fewshot": "fewshot",
+    "serve": "serve",
 }
 
 # Shown and caught as one line: these are the errors a user can act on (bad option, missing file).

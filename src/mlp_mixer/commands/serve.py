@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mlp_mixer import serve
+from .. import serve
 
 HELP = "serve a checkpoint over HTTP with dynamic batching and a web page"
 
