@@ -2,9 +2,10 @@
 # Runs a command inside the project's virtual environment, creating or updating it first.
 #   ./run.sh mlp-mixer train    the main job on the embedded default dataset
 #   ./run.sh pytest             the whole test suite
-# The environment (.venv) is reused; it is reinstalled only when pyproject.toml changes.
+# The environment (.venv, beside this script) is reused; it is reinstalled only when pyproject.toml changes.
+# The command runs in the folder you call it from, so relative paths mean what they say.
 set -euo pipefail
-cd "$(dirname "$0")"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 py=""
 for candidate in python3.11 python3 python; do
@@ -19,13 +20,14 @@ if [ -z "$py" ]; then
     exit 1
 fi
 
-stamp=.venv/.installed
-want=$(cat pyproject.toml | "$py" -c 'import hashlib,sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())')
-if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "run.sh: setting up .venv (first run installs PyTorch; this takes a few minutes)" >&2
-    [ -x .venv/bin/python ] || "$py" -m venv .venv
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[dev]'
+venv="$root/.venv"
+stamp="$venv/.installed"
+want=$("$py" -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$root/pyproject.toml")
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "run.sh: setting up $venv (first run installs PyTorch; this takes a few minutes)" >&2
+    [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    "$venv/bin/python" -m pip install --quiet -e "$root[dev]"
     echo "$want" > "$stamp"
 fi
 
@@ -33,4 +35,7 @@ if [ $# -eq 0 ]; then
     echo "usage: ./run.sh COMMAND [ARGS...]   e.g. ./run.sh mlp-mixer train, ./run.sh pytest" >&2
     exit 2
 fi
-exec .venv/bin/"$1" "${@:2}"
+if [ "$1" = "pytest" ] && [ "$PWD" != "$root" ]; then
+    cd "$root"  # the suite is the project's: run it from the root, wherever it is called from
+fi
+exec "$venv/bin/$1" "${@:2}"

@@ -11,11 +11,15 @@ whole batches into normalised floats (and augments them) in one place, on the tr
 
 from __future__ import annotations
 
+import io
 import math
+import os
 import pickle
 import random
 import re
 import signal
+import stat
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,21 +36,63 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".
 VAL_DIR_NAMES = ("val",)  # the held-out split of an ImageFolder root: ROOT/train/<class>/..., ROOT/val/<class>/...
 
 
+# Limits on what one input may cost, checked before the work is done; raise them with these variables.
+MAX_PIXELS = int(os.environ.get("MLP_MIXER_MAX_PIXELS", 2**26))  # 67 Mpx (8192x8192): above any camera
+MAX_FILE_BYTES = int(float(os.environ.get("MLP_MIXER_MAX_FILE_MB", 256)) * 2**20)  # per image file read
+
+
 class ImageError(ValueError):
     """An image file that cannot be decoded; the message names the file."""
+
+
+class TooLargeError(ImageError):
+    """An input over one of the limits above; the message names it and the limit."""
+
+
+def read_bytes(path: str | Path, limit: int | None = None, what: str = "file") -> bytes:
+    """The bytes of a regular file, at most ``limit`` (default :data:`MAX_FILE_BYTES`): a device (``/dev/zero``),
+    a named pipe or a socket would be read forever or block, so they are refused before being opened."""
+    path, limit = Path(path), MAX_FILE_BYTES if limit is None else limit
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        raise ImageError(f"{path}: cannot read {what} ({err.strerror or err})") from err
+    if not stat.S_ISREG(mode):
+        kind = "folder" if stat.S_ISDIR(mode) else "device, pipe or socket"
+        raise ImageError(f"{path}: not a regular file (a {kind})")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as err:
+        raise ImageError(f"{path}: cannot read {what} ({err.strerror or err})") from err
+    if len(data) > limit:
+        raise TooLargeError(f"{path}: larger than the limit of {limit / 2**20:g} MiB (MLP_MIXER_MAX_FILE_MB)")
+    return data
+
+
+def image_header(data: bytes, name: str = "image") -> tuple[str, int, int]:
+    """(format, width, height) from an image's header, without decoding a pixel; ImageError if it has none."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller applies its own cap
+            with Image.open(io.BytesIO(data)) as header:
+                found, (width, height) = header.format, header.size
+    except Image.DecompressionBombError as err:  # Pillow's guard, at 2x its MAX_IMAGE_PIXELS
+        raise TooLargeError(f"{name}: declares over {2 * Image.MAX_IMAGE_PIXELS:,} pixels") from err
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise ImageError(f"{name}: not an image in a format this reads (JPEG, PNG, GIF, WEBP, BMP, TIFF)") from err
+    return ("JPEG" if found == "MPO" else found), width, height  # MPO: phones' multi-picture JPEG
 
 
 def read_image(path: str | Path, in_channels: int = 3) -> torch.Tensor:
     """Decode any file torchvision can read, by content not extension, to uint8 (in_channels, H, W).
 
     Palette, CMYK, RGBA, grayscale and 16-bit images are converted (alpha dropped, 16-bit scaled to 8-bit).
+    Regular files only, at most :data:`MAX_FILE_BYTES` read and :data:`MAX_PIXELS` decoded.
     """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ImageError(f"{path}: cannot read file ({err.strerror or err})") from err
-    return decode_image_bytes(data, in_channels, str(path))
+    return decode_image_bytes(read_bytes(path), in_channels, str(path))
 
 
 def _decode_with_pillow(data: bytes, in_channels: int) -> torch.Tensor | None:
@@ -558,6 +604,12 @@ def load_splits(data: str | Path | None, val_fraction: float = 0.1, in_channels:
     if ignored:
         notes.append(f"ignored {len(ignored)} file(s) without an image extension, e.g. {ignored[0]}")
     channels = in_channels or infer_in_channels([p for p, _ in train_samples])
+    for split, samples in (("training", train_samples), ("held-out", val_samples)):
+        for name, reasons in unreadable_classes(samples, train_scan.classes, channels).items():
+            raise ValueError(
+                f"class {name} has no readable {split} image: all {len(reasons)} failed to decode, e.g. "
+                f"{'; '.join(reasons[:3])} (fix or remove them)"
+            )
     return DataSplits(
         FolderDataset(train_samples, channels),
         FolderDataset(val_samples, channels),
@@ -567,6 +619,29 @@ def load_splits(data: str | Path | None, val_fraction: float = 0.1, in_channels:
         None,
         notes,
     )
+
+
+def unreadable_classes(
+    samples: Sequence[tuple[str, int]], classes: Sequence[str], in_channels: int
+) -> dict[str, list[str]]:
+    """The classes of ``samples`` none of whose images decode, with why each failed. Files are decoded in order
+    until one works, so a healthy class costs one decode: cheap enough to check before every run, and a class
+    that would silently vanish (and with it the classes an accuracy is measured over) is caught."""
+    by_class: dict[int, list[str]] = {}
+    for path, label in samples:
+        by_class.setdefault(label, []).append(path)
+    bad = {}
+    for label, paths in by_class.items():
+        reasons = []
+        for path in paths:
+            try:
+                read_image(path, in_channels)
+                break
+            except ImageError as err:
+                reasons.append(str(err))
+        else:
+            bad[classes[label]] = reasons
+    return bad
 
 
 def iterate_batches(
@@ -602,13 +677,30 @@ def _worker_init(_: int) -> None:
 # Decoding bytes (files, uploads)
 
 
-def decode_image_bytes(data: bytes, in_channels: int = 3, name: str = "image") -> torch.Tensor:
+def decode_image_bytes(
+    data: bytes, in_channels: int = 3, name: str = "image", max_pixels: int | None = None
+) -> torch.Tensor:
     """Decode encoded image bytes by content to uint8 (in_channels, H, W); errors name ``name``.
+
+    The pixel count is read from the header first: a small file declaring a huge canvas (a decompression bomb)
+    is refused before anything is decoded (limit ``max_pixels``, default :data:`MAX_PIXELS`).
 
     :func:`read_image` reads a file and calls this, so an upload and the same file on disk decode alike.
     """
     if not data:
         raise ImageError(f"{name}: empty file")
+    try:
+        _, width, height = image_header(data, name)
+    except TooLargeError:
+        raise
+    except ImageError:
+        width = height = 0  # no header Pillow knows: the decoders below say what is wrong
+    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
+    if width * height > max_pixels:
+        raise TooLargeError(
+            f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} "
+            "(MLP_MIXER_MAX_PIXELS)"
+        )
     mode = ImageReadMode.GRAY if in_channels == 1 else ImageReadMode.RGB
     try:
         image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)

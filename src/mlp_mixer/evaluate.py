@@ -153,6 +153,11 @@ def eval_dataset(
         scan = datalib.scan_image_folder(folder)
         if not scan.samples:
             raise ValueError(f"no images found under {folder} (expected {folder}/<class>/<image>)")
+        for name, reasons in datalib.unreadable_classes(scan.samples, scan.classes, in_channels).items():
+            raise ValueError(
+                f"class {name} of {folder} has no readable image: all {len(reasons)} failed to decode, e.g. "
+                f"{'; '.join(reasons[:3])}; an accuracy without it would not be the accuracy asked for"
+            )
         dataset, data_classes, split = datalib.FolderDataset(scan.samples, in_channels), scan.classes, str(folder)
     unknown = [c for c in data_classes if c not in classes]
     if unknown:

@@ -145,7 +145,11 @@ def export(
     output = Path(output)
     if output.is_dir():
         raise ValueError(f"output {output} is a directory; give a file name such as {output / 'model.onnx'}")
-    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}."))
+    except OSError as err:  # name the file asked for, not the hidden scratch folder beside it
+        raise PermissionError(f"cannot write {output}: {err.strerror or err} in {output.parent}") from err
     metadata: dict[str, Any] = {
         "format": format,
         "int8": int8,
@@ -157,8 +161,7 @@ def export(
         "source": model.source,
         "torch": torch.__version__,
     }
-    # Write everything in a scratch folder beside the output, then rename: a crash leaves no half file.
-    scratch = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}."))
+    # Everything is written in the scratch folder beside the output, then renamed: a crash leaves no half file.
     try:
         staged = scratch / output.name
         if int8:

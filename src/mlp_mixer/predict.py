@@ -7,7 +7,6 @@ error of its own in the output while the others are still predicted.
 
 from __future__ import annotations
 
-import glob
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +56,7 @@ def expand_paths(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Predict
         elif path.exists():
             found, what = [path], ""  # an explicit file is decoded by content, whatever its extension
         elif any(c in str(item) for c in GLOB_CHARS):
-            found = sorted(Path(p) for p in glob.glob(str(item), recursive=True) if Path(p).is_file())
+            found = _glob(str(item))
             what = "no files match this pattern"
         else:
             found, what = [], "no such file or directory"
@@ -65,6 +64,15 @@ def expand_paths(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Predict
             failures.append(Prediction(str(item), error=what))
         files.extend(found)
     return list(dict.fromkeys(files)), failures  # a file named twice is predicted once
+
+
+def _glob(pattern: str) -> list[Path]:
+    """The files a pattern matches (``**`` too). Unlike ``glob.glob``, ``**`` does not descend into symbolic links
+    to folders (pathlib's rule in Python 3.11), so a link back to a parent cannot make the walk endless."""
+    parts = Path(pattern).parts
+    first = next(i for i, part in enumerate(parts) if any(c in part for c in GLOB_CHARS))
+    base = Path(*parts[:first]) if first else Path(".")
+    return sorted(p for p in base.glob(str(Path(*parts[first:]))) if p.is_file())
 
 
 def _batches(items: list[Path], size: int) -> Iterator[list[Path]]:

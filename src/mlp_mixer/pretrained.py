@@ -26,6 +26,8 @@ WEIGHTS_NAME = "model.safetensors"
 OFFICIAL_MEAN_STD = 0.5  # the official models see pixels scaled to [-1, 1]
 # owner/name, optionally behind hf-hub: (timm's prefix)
 HUB_ID = re.compile(r"(?:hf[-_]hub:)?([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)")
+# Endings that make "a/b.pt" a mistyped local path, never a Hub repo
+LOCAL_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".npz", ".safetensors", ".json", ".yaml", ".yml", ".tar", ".onnx")
 
 T = TypeVar("T", bound="Pretrained")
 
@@ -88,14 +90,56 @@ def read_config(directory: Path) -> dict[str, Any]:
     return config
 
 
+def hub_id(source: str | Path) -> str | None:
+    """The Hub repo a ``--checkpoint`` names, or None when it names a local path (existing or not).
+
+    The rule: ``hf-hub:owner/name`` is always the Hub. A bare ``owner/name`` is the Hub only when nothing local
+    matches it: no such path, no folder named ``owner`` here, and no file ending (``.pt``, ``.npz``, ...) on
+    ``name``. So a mistyped local path such as ``ck/none.pt`` fails at once, offline, naming the path.
+    """
+    text = str(source)
+    match = HUB_ID.fullmatch(text)
+    if match is None:
+        return None
+    if text.startswith(("hf-hub:", "hf_hub:")):
+        return match.group(1)
+    owner, name = text.split("/")
+    if Path(text).exists() or Path(owner).is_dir() or name.lower().endswith(LOCAL_SUFFIXES):
+        return None
+    return match.group(1)
+
+
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """One quick connection to the Hub's host: huggingface_hub itself retries for ~25 s before giving up."""
+    import socket
+    import urllib.parse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urllib.parse.urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def hub_download(repo_id: str, cache_dir: str | Path | None = None, revision: str | None = None) -> Path:
-    """``config.json`` + ``model.safetensors`` of a Hub repo (cached by huggingface_hub) -> their directory."""
+    """``config.json`` + ``model.safetensors`` of a Hub repo (cached by huggingface_hub) -> their directory.
+
+    With the Hub unreachable, only the local cache is looked at, so an offline machine gets its answer at once.
+    """
     from huggingface_hub import hf_hub_download
 
     paths = []
+    offline = not _hub_reachable()
     for filename in (CONFIG_NAME, WEIGHTS_NAME):
         try:
             extra = {"revision": revision} if revision else {}
+            if offline:
+                extra["local_files_only"] = True
             paths.append(Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir, **extra)))
         except Exception as err:  # offline, unknown repo, missing file: huggingface_hub's types vary by version
             raise FileNotFoundError(
@@ -151,10 +195,10 @@ class Pretrained(
         """
         directory = Path(pretrained_model_name_or_path)
         if not directory.is_dir():
-            hub = HUB_ID.fullmatch(str(pretrained_model_name_or_path))
-            if hub is None:
+            repo = hub_id(pretrained_model_name_or_path)
+            if repo is None:
                 raise FileNotFoundError(f"{pretrained_model_name_or_path} is neither a folder nor a Hub id")
-            directory = hub_download(hub.group(1), cache_dir, revision)
+            directory = hub_download(repo, cache_dir, revision)
         config = read_config(directory)
         if "model_config" not in config:
             raise ValueError(

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import os
 import shutil
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,73 @@ from .distributed import is_main_process
 from .files import atomic_save, write_json, write_text
 from .plots import plot_curves
 from .train_config import TrainConfig
+
+# What a run writes into its folder; a new run moves these aside (or deletes them with --overwrite), nothing else.
+RUN_FILES = (
+    "last.pt",
+    "best.pt",
+    "log.csv",
+    "metrics.json",
+    "eval.json",
+    "curves.png",
+    "confusion_matrix.png",
+    "config.yaml",
+    "skipped.txt",
+    "tb",
+    "eval",
+)
+LOCK_NAME = ".lock"
+
+
+class RunLock:
+    """One run per folder: an exclusive ``flock`` on ``<folder>/.lock``, held for the run's life.
+
+    The kernel drops the lock when its process ends in any way (kill -9 included), so a stale lock from a killed
+    run never blocks the next one; the file's text (pid, host, start) only names the holder in the error.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        import fcntl
+
+        self.path = folder / LOCK_NAME
+        self.file = open(self.path, "a+")  # noqa: SIM115 - held open for the run's life
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise ValueError(
+                f"{folder} is in use by another run ({holder}); wait for it to end, or pass another --output"
+            ) from None
+        self.file.seek(0)
+        self.file.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.file.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n")
+        self.file.flush()
+
+    def release(self) -> None:
+        if not self.file.closed:
+            self.file.close()  # closing the descriptor releases the flock
+
+
+def clear_run(folder: Path, overwrite: bool = False) -> Path | None:
+    """Make ``folder`` ready for a new run: an earlier run's files go to ``<folder>.<n>`` (the first free n), or are
+    deleted with ``overwrite``. Returns where they went (None when there was nothing, or they were deleted)."""
+    present = [folder / name for name in RUN_FILES if (folder / name).exists()]
+    if not present:
+        return None
+    if overwrite:
+        for path in present:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        return None
+    n = 1
+    while (aside := folder.with_name(f"{folder.name}.{n}")).exists():
+        n += 1
+    aside.mkdir(parents=True)
+    for path in present:
+        os.replace(path, aside / path.name)
+    return aside
 
 
 class RunFiles:
@@ -38,26 +108,20 @@ class RunFiles:
         "skipped",
     )
 
-    def __init__(self, output: Path, fresh: bool, purge_step: int | None = None) -> None:
+    def __init__(self, output: Path, fresh: bool, purge_step: int | None = None, overwrite: bool = False) -> None:
+        """Take the folder for this run (:class:`RunLock`); a fresh run into a folder holding an earlier run moves
+        that run aside to ``<output>.<n>`` (``overwrite``: deletes it instead)."""
         self.output = output
         self.enabled = is_main_process()
         self.tb = None
+        self.lock: RunLock | None = None
+        self.moved_to: Path | None = None
         if not self.enabled:
             return
         output.mkdir(parents=True, exist_ok=True)
-        if fresh:  # a new run in an old directory: its files are replaced, TensorBoard events too
-            shutil.rmtree(output / "tb", ignore_errors=True)
-            for name in (
-                "last.pt",
-                "best.pt",
-                "log.csv",
-                "metrics.json",
-                "eval.json",
-                "curves.png",
-                "confusion_matrix.png",
-                "config.yaml",
-            ):
-                (output / name).unlink(missing_ok=True)
+        self.lock = RunLock(output)
+        if fresh:
+            self.moved_to = clear_run(output, overwrite)
         from torch.utils.tensorboard import SummaryWriter
 
         self.tb = SummaryWriter(str(output / "tb"), purge_step=purge_step)
@@ -100,8 +164,13 @@ class RunFiles:
             write_text(self.output / name, text)
 
     def close(self) -> None:
+        """Flush TensorBoard and give the folder back; safe to call more than once."""
         if self.tb is not None:
             self.tb.close()
+            self.tb = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def _csv_value(value: Any) -> str:

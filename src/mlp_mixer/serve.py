@@ -17,12 +17,10 @@ import asyncio
 import base64
 import binascii
 import hashlib
-import io
 import json
 import logging
 import os
 import time
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
@@ -40,7 +38,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from .data import ImageError, decode_image_bytes
+from .data import ImageError, TooLargeError, decode_image_bytes, image_header
 from .model import count_parameters
 from .predict import Predictor
 from .variants import VARIANTS
@@ -444,31 +442,20 @@ def create_app(
 
     def decode(name: str, data: bytes, content_type: str | None) -> torch.Tensor:
         """Check and decode one upload into the model's input (runs in a worker thread)."""
-        from PIL import Image, UnidentifiedImageError
-
         if not data:
             raise ClientError(400, f"{name}: empty file")
         try:  # the header only: format and size, before any pixel is decoded
-            with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as header:
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                found, (width, height) = header.format, header.size
-        except Image.DecompressionBombError as err:  # Pillow's own guard, at 2x its MAX_IMAGE_PIXELS
-            raise ClientError(
-                413,
-                f"{name}: over {2 * Image.MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?); this server's cap "
-                f"is {max_pixels:,} pixels (--max-pixels)",
-            ) from err
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise ClientError(
-                415, f"{name}: not an image in a format this server reads (JPEG, PNG, GIF, WEBP, BMP, TIFF)"
-            ) from err
+            found, width, height = image_header(data, name)
+        except TooLargeError as err:
+            raise ClientError(413, f"{err}; this server's cap is {max_pixels:,} pixels (--max-pixels)") from err
+        except ImageError as err:
+            raise ClientError(415, str(err)) from err
         if width * height > max_pixels:
             raise ClientError(
                 413,
                 f"{name}: {width}x{height} is {width * height:,} pixels, over this server's cap "
                 f"of {max_pixels:,} (--max-pixels)",
             )
-        found = "JPEG" if found == "MPO" else found  # phones' multi-picture JPEG
         for declared in (Path(name).suffix.lower(), (content_type or "").split(";")[0].strip().lower()):
             if DECLARED_FORMATS.get(declared, found) != found:
                 raise ClientError(
@@ -477,7 +464,7 @@ def create_app(
                     f"{DECLARED_FORMATS[declared]}; rename it or fix its type",
                 )
         try:
-            image = decode_image_bytes(data, model.in_channels, name)
+            image = decode_image_bytes(data, model.in_channels, name, max_pixels=max_pixels)
         except ImageError as err:
             raise ClientError(422, f"{err}: the {found} data is truncated or corrupt") from err
         return predictor.transform(image)

@@ -552,10 +552,29 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
     splits = open_data(config)
     distributed.check_config(config.batch_size, config.grad_accum, len(splits.train), config.fsdp, config.ema)
     run, notes = prepare_run(config, splits, device, checkpoint)
-    config = run.config
+    output = Path(run.config.output or default_output(run.config.data))
+    files = RunFiles(
+        output, fresh=checkpoint is None, purge_step=run.step if checkpoint else None, overwrite=config.overwrite
+    )
+    try:
+        return _train_in(run, files, splits, notes, checkpoint is not None, on_epoch_end)
+    finally:
+        files.close()  # the folder's lock too, however the run ends
+
+
+def _train_in(
+    run: Run,
+    files: RunFiles,
+    splits: datalib.DataSplits,
+    notes: list[str],
+    resumed: bool,
+    on_epoch_end: Callable[[dict[str, Any]], bool | None] | None,
+) -> dict[str, Any]:
+    """The body of :func:`train` once the run folder is held: announce, loop over epochs, finish."""
+    config, device, output = run.config, run.device, files.output
+    if files.moved_to is not None:
+        notes.append(f"the earlier run in {output} was moved to {files.moved_to} (--overwrite deletes it instead)")
     val_part = distributed.shard_dataset(splits.val)  # each process evaluates its share; the counts are summed
-    output = Path(config.output or default_output(config.data))
-    files = RunFiles(output, fresh=checkpoint is None, purge_step=run.step if checkpoint else None)
     info = {
         "parameters": count_parameters(run.model),
         "device": str(device),
@@ -575,7 +594,7 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
     _say(
         f"run: {config.epochs} epochs of {run.steps_per_epoch} steps, batch "
         f"{config.batch_size}, {config.opt} lr {config.lr:g}, output in {output}"
-        + (f" (resuming at epoch {run.epoch + 1})" if checkpoint else "")
+        + (f" (resuming at epoch {run.epoch + 1})" if resumed else "")
     )
 
     status, held_out, skipped = "completed", None, []
@@ -603,9 +622,6 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
             f"error: {err}; stopped. The last good checkpoint is kept: {output / 'last.pt'} (epoch {run.epoch})",
             file=sys.stderr,
         )
-    except KeyboardInterrupt:
-        files.close()
-        raise
     if held_out is None and run.history:  # stopped in the first epoch after resuming: evaluate what there is
         held_out = evaluate_held_out(run, val_part)
     metrics = finish(run, files, status, held_out, distributed.gather_list(skipped), info)

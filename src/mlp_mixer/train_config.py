@@ -74,6 +74,7 @@ class TrainConfig:
     threads: int | None = None  # CPU threads for PyTorch; None: its default, one per core (fewer on a busy machine)
     fsdp: bool | None = None  # with torchrun: shard weights, gradients and optimizer state (FSDP2) instead of DDP
     output: str | None = None  # run directory; None: runs/<data name>
+    overwrite: bool | None = None  # a fresh run deletes an earlier run in --output instead of moving it aside
     resume: str | None = None  # a checkpoint (or run directory) to continue exactly
 
     def replace(self, **changes: Any) -> TrainConfig:
@@ -117,6 +118,7 @@ DEFAULTS: dict[str, Any] = dict(
     seed=0,
     workers=default_workers(),
     fsdp=False,
+    overwrite=False,
 )
 
 # What each kind of data starts from when no model is given: a small Mixer for a CPU (sizes: variants.py).
@@ -279,7 +281,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"config file {path} is not valid YAML: {err}") from err
     if not isinstance(loaded, dict):
         raise ValueError(f"config file {path} must hold a mapping of settings, got {type(loaded).__name__}")
-    values = {str(k).replace("-", "_"): v for k, v in loaded.items()}
+    # a run's own config.yaml also records what it resolved from the machine and data: informative, not settings
+    values = {str(k).replace("-", "_"): v for k, v in loaded.items() if k != "resolved"}
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise ValueError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")

@@ -39,10 +39,10 @@ from .files import atomic_save, atomic_write, write_bytes, write_json
 from .model import MLPMixer
 from .pretrained import (
     CONFIG_NAME,
-    HUB_ID,
     WEIGHTS_NAME,
     Preprocessing,
     hub_download,
+    hub_id,
     read_config,
     read_safetensors,
 )
@@ -76,7 +76,13 @@ def _read_torch_file(path: Path, map_location: str | torch.device = "cpu") -> An
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"checkpoint {path} cannot be read (truncated or not a checkpoint): {err}") from err
+        if "Weights only load failed" in str(err):  # torch's advice here is the unsafe way: never repeat it
+            reason = "it holds Python objects besides tensors, which are never unpickled (that could run code)"
+        elif "zip archive" in str(err) or isinstance(err, EOFError):
+            reason = "truncated or damaged" if path.stat().st_size else "empty file"
+        else:
+            reason = "not a PyTorch checkpoint"
+        raise ValueError(f"checkpoint {path} cannot be read: {reason}") from err
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -136,10 +142,12 @@ def from_pretrained(
         return from_pretrained(download(text, cache_dir), image_size=image_size, map_location=map_location)
     path = Path(source)
     if not path.exists():
-        hub = HUB_ID.fullmatch(text)
-        if hub is None:
-            raise FileNotFoundError(f"{source} does not exist (and is neither a URL nor a Hugging Face Hub id)")
-        path = hub_download(hub.group(1), cache_dir)
+        repo = hub_id(text)
+        if repo is None:
+            raise FileNotFoundError(
+                f"{source} does not exist (a Hugging Face Hub id is owner/name without a file ending, or hf-hub:...)"
+            )
+        path = hub_download(repo, cache_dir)
     path = resolve_checkpoint(path)
     if path.is_dir():
         model = _load_directory(path, image_size)
@@ -204,7 +212,10 @@ def config_from_state_dict(
     if image_size is None:
         side = math.isqrt(num_patches)
         if side * side != num_patches:
-            raise ValueError(f"{source}: {num_patches} patches are not a square grid; pass image_size")
+            raise ValueError(
+                f"{source}: its token-mixing layer takes {num_patches} patches, not a square grid, so the input "
+                "size cannot be inferred; give it (image_size= in Python, --image-size with mlp-mixer convert)"
+            )
         image_size = side * patch_h
     h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if (h // patch_h) * (w // patch_h) != num_patches:
@@ -350,7 +361,9 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
     except Exception as err:  # zipfile, zlib and numpy each raise their own types for damaged files
-        raise ValueError(f"{path} cannot be read as an .npz checkpoint (truncated or not .npz): {err}") from err
+        # numpy reads a non-zip file as a pickle and suggests allow_pickle: never pass that advice on
+        reason = "not a zip archive" if "pickle" in str(err) else str(err).split("\n")[0]
+        raise ValueError(f"{path} cannot be read as an .npz checkpoint (truncated or not .npz): {reason}") from err
 
 
 def load_official_npz(path: str | Path, image_size: int | tuple[int, int] | None = None) -> MLPMixer:
@@ -426,13 +439,17 @@ def from_timm_state_dict(
     return MLPMixer.from_state({"model_config": config_from_state_dict(ours, image_size, gelu, source)}, ours, source)
 
 
-def _timm_preprocessing(pretrained_cfg: dict[str, Any], image_size: tuple[int, int] | None = None) -> Preprocessing:
+def _timm_preprocessing(
+    pretrained_cfg: dict[str, Any], image_size: tuple[int, int] | None = None, in_channels: int = 3
+) -> Preprocessing:
     """timm's ``pretrained_cfg`` (defaults: its Mixer ``_cfg``) as our Preprocessing."""
     size = image_size or tuple(pretrained_cfg.get("input_size", (3, 224, 224))[1:])
+    half = (0.5,) * in_channels
+    mean, std = tuple(pretrained_cfg.get("mean", half)), tuple(pretrained_cfg.get("std", half))
     return Preprocessing(
         image_size=tuple(size),
-        mean=tuple(pretrained_cfg.get("mean", (0.5, 0.5, 0.5))),
-        std=tuple(pretrained_cfg.get("std", (0.5, 0.5, 0.5))),
+        mean=mean if len(mean) == in_channels else half,  # a 1-channel model with timm's 3-channel defaults
+        std=std if len(std) == in_channels else half,
         crop_pct=float(pretrained_cfg.get("crop_pct", 0.875)),
         interpolation=pretrained_cfg.get("interpolation", "bicubic"),
     )
@@ -443,7 +460,7 @@ def _timm_state_dict_model(
 ) -> MLPMixer:
     """A bare timm state dict file: exact GELU and timm's default Mixer preprocessing."""
     model = from_timm_state_dict(state, image_size, source=source)
-    model.preprocessing = _timm_preprocessing({}, model.image_size)
+    model.preprocessing = _timm_preprocessing({}, model.image_size, model.in_channels)
     return model
 
 
@@ -462,7 +479,7 @@ def _load_timm_directory(
     if isinstance(labels, dict):  # timm allows {index: name}
         labels = [labels[k] for k in sorted(labels, key=int)]
     model.classes, model.source = list(labels), str(directory)
-    model.preprocessing = _timm_preprocessing(pretrained_cfg, model.image_size)
+    model.preprocessing = _timm_preprocessing(pretrained_cfg, model.image_size, model.in_channels)
     return model
 
 

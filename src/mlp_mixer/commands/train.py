@@ -101,6 +101,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
            **switch)  # fmt: skip
     option(g, "--seed", "seeds the weights, the order and every augmentation", type=int)
     option(g, "--output", "run directory (default: runs/mnist, or runs/<data folder name>)")
+    option(
+        g,
+        "--overwrite",
+        "delete an earlier run in --output instead of moving it aside to <output>.<n>",
+        action="store_true",
+        default=None,
+    )
     option(g, "--resume", "continue a run exactly: its folder (its last.pt) or a checkpoint (default: none)")
 
 

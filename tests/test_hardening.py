@@ -1,0 +1,273 @@
+"""Hostile input, one test per class of failure found by trying main as a hostile user would (issue 15).
+
+Each test failed before its fix: two runs sharing a folder, a re-run replacing a finished run, inputs without
+bounds, a class whose images all fail, a mistyped path taken for a Hub id, messages that mislead, and the
+documented workflows that did not work.
+"""
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import save_pretrained
+from test_data import make_folder
+
+from mlp_mixer import MLPMixer
+from mlp_mixer import data as D
+from mlp_mixer.commands import main
+from mlp_mixer.pretrained import hub_id
+from mlp_mixer.run_dir import RunLock
+from mlp_mixer.train import TrainConfig, train
+from mlp_mixer.train_config import load_config_file
+from mlp_mixer.variants import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = {k: v for k, v in TINY.items() if k not in ("in_channels", "num_classes")}  # the data sets those
+FAST = dict(**SIZES, batch_size=8, warmup_epochs=1.0, workers=0, threads=1)
+TRAIN_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()] + ["--epochs=1"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pets")
+    make_folder(root / "train", n=8, size=(20, 18))
+    make_folder(root / "val", n=2, size=(20, 18))
+    return root
+
+
+# --- 1. a run folder belongs to one run ---------------------------------------------------------------------------
+
+
+def test_a_second_run_into_a_busy_folder_is_refused_naming_the_holder(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    code = f"import pathlib, time; from mlp_mixer.run_dir import RunLock; lock = RunLock(pathlib.Path({str(out)!r}))"
+    holder = subprocess.Popen(  # another process holds the folder, as a running `train` does
+        [sys.executable, "-c", f"{code}; print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["train", "--data", str(folder), "--output", str(out), *TRAIN_FLAGS]) == 2
+        err = capsys.readouterr().err
+        assert f"{out} is in use by another run (pid {holder.pid} on {socket.gethostname()}" in err
+        assert not (out / "metrics.json").exists() and not (out / "tb").exists()  # nothing of the other run touched
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder was killed (-9): its lock is gone with it, so the next run goes ahead
+    assert main(["train", "--data", str(folder), "--output", str(out), *TRAIN_FLAGS]) == 0
+    assert (out / "metrics.json").is_file()
+
+
+def test_the_lock_is_released_however_a_run_ends(folder, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    train(TrainConfig(data=str(folder), output=str(out), epochs=2, **FAST), on_epoch_end=lambda row: True)
+    RunLock(out).release()  # stopped after an epoch (as Ctrl-C does): the folder is free again
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("a bug mid-run")
+
+    monkeypatch.setattr("mlp_mixer.train.train_one_epoch", crash)
+    with pytest.raises(RuntimeError, match="a bug mid-run"):
+        train(TrainConfig(data=str(folder), output=str(out), resume=str(out), epochs=3, **FAST))
+    RunLock(out).release()  # an exception after the folder was taken: free again too
+
+
+def test_a_rerun_moves_the_finished_run_aside_and_overwrite_replaces_it(folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(folder), "--output", str(out), *TRAIN_FLAGS, "--seed", "1"]) == 0
+    first = json.loads((out / "metrics.json").read_text())
+    assert main(["train", "--data", str(folder), "--output", str(out), *TRAIN_FLAGS, "--seed", "2"]) == 0
+    assert f"the earlier run in {out} was moved to {out}.1" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run.1" / "metrics.json").read_text()) == first  # nothing of it lost
+    assert {p.name for p in (tmp_path / "run.1").iterdir()} >= {"last.pt", "best.pt", "log.csv", "tb", "config.yaml"}
+    assert len(list((out / "tb").iterdir())) == 1  # TensorBoard holds this run's events only
+    assert main(["train", "--data", str(folder), "--output", str(out), *TRAIN_FLAGS, "--overwrite"]) == 0
+    assert not (tmp_path / "run.2").exists() and (out / "metrics.json").is_file()
+
+
+# --- 2. inputs without bounds -------------------------------------------------------------------------------------
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A valid PNG signature and header declaring a huge canvas, with a few bytes of pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+def test_a_huge_canvas_is_refused_from_its_header(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_declaring(60_000, 60_000))  # 3.6 Gpx, ~10 GB decoded; the file is ~100 bytes
+    start = time.perf_counter()
+    with pytest.raises(D.TooLargeError, match=r"bomb.png: .*pixels"):
+        D.read_image(path)
+    assert time.perf_counter() - start < 2
+    with pytest.raises(D.TooLargeError, match=r"5000x4000 is 20,000,000 pixels, over the limit of 10,000"):
+        D.decode_image_bytes(png_declaring(5000, 4000), name="bomb.png", max_pixels=10_000)
+
+
+def test_devices_pipes_and_oversized_files_are_not_read(tmp_path, monkeypatch):
+    with pytest.raises(D.ImageError, match="/dev/zero: not a regular file"):
+        D.read_image("/dev/zero")
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(D.ImageError, match="pipe.png: not a regular file"):  # would block forever if opened
+        D.read_image(fifo)
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * 4096)
+    monkeypatch.setattr(D, "MAX_FILE_BYTES", 1024)
+    with pytest.raises(D.TooLargeError, match="big.png: larger than the limit"):
+        D.read_image(big)
+
+
+def test_a_recursive_glob_does_not_follow_link_loops(tmp_path):
+    make_folder(tmp_path / "photos", classes=("a",), n=2)
+    os.symlink("..", tmp_path / "photos" / "a" / "up")  # two back-links: glob.glob(recursive=True) never returns
+    os.symlink("../..", tmp_path / "photos" / "a" / "upup")
+    pattern = str(tmp_path / "photos" / "**" / "*.png")
+    code = f"from mlp_mixer.predict import expand_paths; print(len(expand_paths([{pattern!r}])[0]))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip() == "2"
+
+
+# --- 3. a class with no readable image ----------------------------------------------------------------------------
+
+
+def test_a_class_whose_images_all_fail_stops_the_run(tmp_path, capsys):
+    make_folder(tmp_path / "data" / "train", n=4)
+    make_folder(tmp_path / "data" / "val", n=2)
+    for path in (tmp_path / "data" / "train" / "dog").iterdir():
+        path.write_bytes(b"not an image")
+    assert main(["train", "--data", str(tmp_path / "data"), "--output", str(tmp_path / "run"), *TRAIN_FLAGS]) == 2
+    err = capsys.readouterr().err
+    assert "class dog has no readable training image: all 4 failed to decode" in err and "dog/0.png" in err
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    make_folder(tmp_path / "data" / "train", classes=("dog",), n=4)  # readable again; now the held-out owls fail
+    for path in (tmp_path / "data" / "val" / "owl").iterdir():
+        path.write_bytes(b"")
+    with pytest.raises(ValueError, match="class owl has no readable held-out image"):
+        D.load_splits(tmp_path / "data")
+
+
+def test_eval_on_a_folder_with_a_lost_class_cannot_report_success(tiny_model, tmp_path, capsys):
+    classes = ["cat", "dog", "owl"]
+    tiny_model.reset_classifier(3)
+    checkpoint = save_pretrained(tiny_model, tmp_path / "m", classes)
+    make_folder(tmp_path / "data", n=2, size=(16, 16))
+    for path in (tmp_path / "data" / "owl").iterdir():
+        path.write_bytes(b"GIF89a truncated")
+    assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "data")]) == 2
+    assert "class owl of" in capsys.readouterr().err
+
+
+# --- 4. what is a Hub id ------------------------------------------------------------------------------------------
+
+
+def test_a_mistyped_local_path_fails_at_once_naming_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    for name in ("ck/none.pt", "runs/mnist", "weights/b16.npz", "./a/b"):
+        assert hub_id(name) is None, name
+    assert hub_id("timm/mixer_b16_224.goog_in21k_ft_in1k") == "timm/mixer_b16_224.goog_in21k_ft_in1k"
+    assert hub_id("hf-hub:you/runs.pt") == "you/runs.pt"  # the prefix says Hub, whatever the name
+    start = time.perf_counter()
+    assert main(["predict", "x.png", "--checkpoint", "ck/none.pt"]) == 2
+    assert time.perf_counter() - start < 5
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mlp-mixer predict: error: ck/none.pt does not exist") and "\n" not in err
+
+
+def test_an_unreachable_hub_fails_after_one_try(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    def no_route(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    tried = []
+
+    def hf_hub_download(repo_id, filename, cache_dir=None, local_files_only=False, **kwargs):
+        tried.append(local_files_only)
+        raise huggingface_hub.errors.LocalEntryNotFoundError("not in the cache")
+
+    monkeypatch.setattr(socket, "create_connection", no_route)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    with pytest.raises(FileNotFoundError, match="Offline\\? On a machine with network run `hf download"):
+        MLPMixer.from_pretrained("you/mixer", cache_dir=tmp_path)
+    assert tried == [True]  # the cache only: no retries against a Hub that cannot be reached
+
+
+# --- 5. messages that name the file and the real problem ----------------------------------------------------------
+
+
+def test_messages_name_the_input_and_never_suggest_unsafe_loading(tiny_model, tmp_path, capsys):
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(D.ImageError, match="empty.png: empty file"):
+        D.read_image(tmp_path / "empty.png")
+    (tmp_path / "notes.txt").write_text("these are notes\n")
+    (tmp_path / "notes.npz").write_text("these are notes\n")
+    for source in ("notes.txt", "notes.npz"):
+        assert main(["convert", str(tmp_path / source), str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert source in err and "pickle" not in err and "weights_only" not in err
+    checkpoint = save_pretrained(tiny_model, tmp_path / "m")
+    (tmp_path / "file").write_text("")
+    assert main(["export", "--checkpoint", str(checkpoint), str(tmp_path / "file" / "model.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 'file' / 'model.onnx'}" in err and "/." not in err  # no hidden scratch name
+
+
+def test_timm_weights_for_one_channel_get_one_channel_preprocessing(tmp_path):
+    from mlp_mixer.weights import load_model, to_timm_state_dict
+
+    model = MLPMixer(**{**TINY, "in_channels": 1})
+    torch.save(to_timm_state_dict(model), tmp_path / "gray.pth")
+    loaded = load_model(tmp_path / "gray.pth")
+    assert loaded.preprocessing.mean == (0.5,) and loaded.preprocessing.std == (0.5,)
+    from mlp_mixer.data import eval_transform
+
+    image = torch.randint(0, 255, (1, 20, 20), dtype=torch.uint8)
+    assert loaded(eval_transform(loaded.preprocessing)(image)[None]).shape == (1, 10)
+
+
+# --- 6. documented workflows ----------------------------------------------------------------------------------------
+
+
+def test_a_runs_config_yaml_repeats_the_run(folder, tmp_path):
+    out = tmp_path / "run"
+    first = train(TrainConfig(data=str(folder), output=str(out), epochs=1, **FAST))
+    values = load_config_file(out / "config.yaml")  # docs/train.md: `train --config runs/x/config.yaml`
+    again = train(TrainConfig(**{**values, "output": str(tmp_path / "again")}))
+    assert again["val_top1"] == first["val_top1"] and again["step"] == first["step"]
+
+
+def test_run_sh_resolves_paths_from_where_the_user_stands(tmp_path):
+    result = subprocess.run(
+        ["bash", str(ROOT / "run.sh"), "python", "-c", "import os; print(os.getcwd())"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path)
