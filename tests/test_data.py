@@ -180,9 +180,10 @@ def write_cifar(root, kind: str = "cifar10", per_file: int = 6) -> tuple[np.ndar
     meta = {b"label_names": names} if kind == "cifar10" else {b"fine_label_names": names}
     (root / ("batches.meta" if kind == "cifar10" else "meta")).write_bytes(pickle.dumps(meta, protocol=2))
     all_images, all_labels = [], []
+    rng = np.random.default_rng(per_file)  # the same folder whichever tests ran before in this process
     for name in train_files + test_files:
-        images = RNG.integers(0, 256, (per_file, 3072), dtype=np.uint8)
-        labels = [int(v) for v in RNG.integers(0, num_classes, per_file)]
+        images = rng.integers(0, 256, (per_file, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, num_classes, per_file)]
         (root / name).write_bytes(pickle.dumps({b"data": images, label_key: labels}, protocol=2))
         if name in train_files:
             all_images.append(images)

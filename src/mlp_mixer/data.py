@@ -95,10 +95,8 @@ def read_image(path: str | Path, in_channels: int = 3) -> torch.Tensor:
     return decode_image_bytes(read_bytes(path), in_channels, str(path))
 
 
-def _decode_with_pillow(data: bytes, in_channels: int) -> torch.Tensor | None:
-    """Pillow for what torchvision cannot decode (BMP, TIFF, ...); None when Pillow cannot either."""
-    import io
-
+def _decode_with_pillow(data: bytes, in_channels: int, name: str) -> torch.Tensor:
+    """Pillow's decoders, which raise on damaged data where torchvision's PNG decoder can crash the process."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
@@ -108,8 +106,9 @@ def _decode_with_pillow(data: bytes, in_channels: int) -> torch.Tensor | None:
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale: keep the top 8 bits
                 img = img.point(lambda v: v / 256).convert("L")
             array = torch.from_numpy(np.array(img.convert("L" if in_channels == 1 else "RGB")))
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
-        return None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError) as err:
+        reason = str(err).split("\n")[0][:200] or type(err).__name__
+        raise ImageError(f"{name}: cannot decode image ({reason})") from err
     return array.reshape(*array.shape[:2], -1).permute(2, 0, 1).contiguous()
 
 
@@ -337,7 +336,10 @@ def load_cifar(
         )
     train_files, test_files, meta_file, label_key, names_key = CIFAR_LAYOUTS[kind]
     meta = _unpickle(root / meta_file)
-    classes = [n.decode() if isinstance(n, bytes) else str(n) for n in meta[names_key]]
+    names = meta.get(names_key)
+    if not isinstance(names, list | tuple) or not names:
+        raise ValueError(f"{root / meta_file} does not list the class names under '{names_key}'")
+    classes = [n.decode(errors="replace") if isinstance(n, bytes) else str(n) for n in names]
 
     def read(files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = [], []
@@ -348,10 +350,13 @@ def load_cifar(
             batch = _unpickle(path)
             try:
                 data = torch.as_tensor(batch["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32)
-                labels.append(torch.as_tensor(batch[label_key], dtype=torch.long))
-            except (KeyError, RuntimeError, TypeError) as err:
+                label = torch.as_tensor(batch[label_key], dtype=torch.long)
+            except (KeyError, RuntimeError, TypeError, ValueError, OverflowError) as err:
                 raise ValueError(f"{path} does not hold CIFAR 'data' and '{label_key}': {err}") from err
+            if label.ndim != 1 or len(label) != len(data):
+                raise ValueError(f"{path}: {len(data)} images but '{label_key}' of shape {tuple(label.shape)}")
             images.append(data)
+            labels.append(label)
         return torch.cat(images), torch.cat(labels)
 
     train, test = read(train_files), read(test_files)
@@ -690,27 +695,32 @@ def decode_image_bytes(
     if not data:
         raise ImageError(f"{name}: empty file")
     try:
-        _, width, height = image_header(data, name)
+        found, width, height = image_header(data, name)
     except TooLargeError:
         raise
     except ImageError:
-        width = height = 0  # no header Pillow knows: the decoders below say what is wrong
+        found, width, height = None, 0, 0  # no header Pillow knows: torchvision may still read it
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     if width * height > max_pixels:
         raise TooLargeError(
             f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} "
             "(MLP_MIXER_MAX_PIXELS)"
         )
-    mode = ImageReadMode.GRAY if in_channels == 1 else ImageReadMode.RGB
-    try:
-        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
-    except (RuntimeError, ValueError) as err:
-        image = _decode_with_pillow(data, in_channels)  # BMP, TIFF, ...: formats torchvision does not decode
-        if image is None:
-            reason = str(err).split("\n")[0].split(", Unsupported")[0]
-            # torchvision prefixes its source file ("decode_jpeg, /src/x.cpp:171, "); the reason is what follows it
-            reason = re.sub(r"^\w+, \S+:\d+(, )?", "", reason)[:200] or "not a format torchvision or Pillow reads"
-            raise ImageError(f"{name}: cannot decode image ({reason})") from err
+    if found not in (None, "JPEG") or data.startswith(b"\x89PNG"):
+        # Every format but JPEG through Pillow: torchvision 0.29's PNG decoder crashes the process (SIGSEGV) on a
+        # damaged IDAT chunk, which tests/test_fuzz.py found; Pillow raises instead.
+        image = _decode_with_pillow(data, in_channels, name)
+    else:  # JPEG (the common case, and libjpeg-turbo is fastest) and what Pillow does not know
+        mode = ImageReadMode.GRAY if in_channels == 1 else ImageReadMode.RGB
+        try:
+            image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
+        except (RuntimeError, ValueError) as err:
+            if found is None:
+                reason = str(err).split("\n")[0].split(", Unsupported")[0]
+                # torchvision prefixes its source file ("decode_jpeg, /src/x.cpp:171, "); the reason follows it
+                reason = re.sub(r"^\w+, \S+:\d+(, )?", "", reason)[:200] or "not a format torchvision or Pillow reads"
+                raise ImageError(f"{name}: cannot decode image ({reason})") from err
+            image = _decode_with_pillow(data, in_channels, name)  # e.g. CMYK or progressive oddities
     if image.ndim == 4:  # an animated GIF: (frames, C, H, W); use the first frame
         image = image[0]
     if image.dtype == torch.uint16:  # 16-bit PNG

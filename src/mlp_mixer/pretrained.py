@@ -30,6 +30,7 @@ HUB_ID = re.compile(r"(?:hf[-_]hub:)?([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)")
 LOCAL_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".npz", ".safetensors", ".json", ".yaml", ".yml", ".tar", ".onnx")
 
 T = TypeVar("T", bound="Pretrained")
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")  # torchvision's
 
 
 @dataclass
@@ -55,9 +56,23 @@ class Preprocessing:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+    def from_dict(cls, data: dict[str, Any], source: str | Path = "preprocessing", in_channels: int | None = None):
+        """From the stored dict, checked: a bad value names ``source`` instead of failing at the first image."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: preprocessing must be a mapping, got {str(data)[:80]}")
         known = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        try:
+            p = cls(**known)
+            size = tuple(int(v) for v in p.image_size)
+            mean, std = tuple(float(v) for v in p.mean), tuple(float(v) for v in p.std)
+            crop = float(p.crop_pct)
+            ok = len(size) == 2 and min(size) > 0 and len(mean) == len(std) > 0 and min(std) > 0 and 0 < crop <= 1
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{source}: invalid preprocessing {data}: {err}") from err
+        ok = ok and (in_channels is None or len(mean) == in_channels) and p.interpolation in INTERPOLATIONS
+        if not ok:
+            raise ValueError(f"{source}: invalid preprocessing {data} for {in_channels or 'any'}-channel input")
+        return cls(size, mean, std, crop, p.interpolation)
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -216,17 +231,25 @@ class Pretrained(
         The architecture is built on the meta device and takes the tensors as they are: no random init to pay for.
         """
         try:
+            model_config = dict(config["model_config"])
+            if isinstance(model_config.get("image_size"), list):
+                model_config["image_size"] = tuple(model_config["image_size"])
             with torch.device("meta"):
-                model = cls(**config["model_config"])
-        except (TypeError, ValueError) as err:
+                model = cls(**model_config)
+        except (TypeError, ValueError, KeyError) as err:
             raise ValueError(f"{source} has an invalid model_config: {err}") from err
         try:
             model.load_state_dict({k: v.float().contiguous() for k, v in state.items()}, assign=True)
-        except RuntimeError as err:
+        except (RuntimeError, AttributeError) as err:  # AttributeError: a stored value that is not a tensor
             sizes = ", ".join(f"{k} {v}" for k, v in config["model_config"].items())
             raise ValueError(f"weights in {source} do not match a Mixer with {sizes}: {err}") from err
-        model.classes = list(config.get("classes") or [])
+        classes = config.get("classes") or []
+        if not isinstance(classes, list | tuple) or not all(isinstance(c, str | int) for c in classes):
+            raise ValueError(f"{source}: classes must be a list of names, got {str(classes)[:80]}")
+        if classes and len(classes) != model.num_classes:
+            raise ValueError(f"{source} stores {len(classes)} class names for a head of {model.num_classes} classes")
+        model.classes = [str(c) for c in classes]
         if config.get("preprocessing"):
-            model.preprocessing = Preprocessing.from_dict(config["preprocessing"])
+            model.preprocessing = Preprocessing.from_dict(config["preprocessing"], source, model.in_channels)
         model.source = str(source)
         return model.eval()

@@ -191,6 +191,7 @@ def _as_list(value: Any, name: str, kind: type, length: int) -> list | None:
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
     """Fill every unset field (recipe, then data defaults, then :data:`DEFAULTS`) and check the values."""
+    check_types(config)
     recipe = config.recipe or DEFAULTS["recipe"]
     if recipe not in RECIPES:
         raise ValueError(f"--recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
@@ -218,6 +219,31 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     resolved = TrainConfig(**values)
     check_config(resolved)
     return resolved
+
+
+# The type of every setting that is not text (YAML can give a setting any type)
+_KINDS: dict[str, type] = {
+    **{f.name: float for f in fields(TrainConfig) if "float" in str(f.type)},
+    **{f.name: int for f in fields(TrainConfig) if "int" in str(f.type)},
+    **{f.name: bool for f in fields(TrainConfig) if "bool" in str(f.type)},
+    **{f.name: list for f in fields(TrainConfig) if "list" in str(f.type)},
+}
+
+
+def check_types(c: TrainConfig) -> None:
+    """Reject a value of the wrong type (YAML can give a setting any type), naming the setting."""
+    for f in fields(c):
+        value, kind = getattr(c, f.name), _KINDS.get(f.name, str)
+        if value is None or (kind is list and isinstance(value, str)):  # "12,0.1,0.1" is parsed later
+            continue
+        fits = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            fits = True
+        if not fits:
+            expected = {int: "an integer", float: "a number", bool: "true or false", list: "a list"}.get(kind, "text")
+            raise ValueError(f"--{f.name.replace('_', '-')} must be {expected}, got {value!r}")
+    if c.data == "":
+        raise ValueError("--data is empty (leave it out for the embedded MNIST digits)")
 
 
 def check_config(c: TrainConfig) -> None:

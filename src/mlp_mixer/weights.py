@@ -204,7 +204,8 @@ def config_from_state_dict(
         dim, in_channels, patch_h, patch_w = state["stem.weight"].shape
         token_dim, num_patches = state["blocks.0.token_mixing.fc1.weight"].shape
         channel_dim = state["blocks.0.channel_mixing.fc1.weight"].shape[0]
-    except (KeyError, ValueError) as err:
+        num_classes = state["head.weight"].shape[0] if "head.weight" in state else 0
+    except (KeyError, ValueError, IndexError, AttributeError) as err:
         raise ValueError(f"{source} is not a Mixer's weights (missing or misshapen {err})") from err
     if patch_h != patch_w:
         raise ValueError(f"{source}: patches must be square, got {patch_h}x{patch_w}")
@@ -223,7 +224,7 @@ def config_from_state_dict(
     return dict(
         in_channels=in_channels,
         dim=dim,
-        num_classes=state["head.weight"].shape[0] if "head.weight" in state else 0,
+        num_classes=num_classes,
         patch_size=patch_h,
         image_size=image_size,
         depth=depth,

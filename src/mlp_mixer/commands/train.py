@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..train_config import DATA_DEFAULTS, DEFAULTS, FIELDS, RECIPES, TrainConfig, load_config_file
+from ..train_config import DATA_DEFAULTS, DEFAULTS, FIELDS, RECIPES, TrainConfig, load_config_file, resolve_config
 
 HELP = "train (and evaluate) a Mixer; no arguments: the embedded MNIST default"
 
@@ -114,6 +114,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Flags over the ``--config`` file over nothing (unset fields are resolved by ``train``)."""
     values = load_config_file(args.config) if getattr(args, "config", None) else {}
+    if values:
+        try:  # the file's own values first, so that an error in them names the file
+            resolve_config(TrainConfig(**values))
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"config file {args.config}: {err}") from err
     for name in FIELDS:
         flag = getattr(args, name, None)
         if flag is not None:
