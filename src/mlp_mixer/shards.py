@@ -118,16 +118,18 @@ def write_split(
 
         def fill(f: IO[bytes], entry: dict[str, Any] = entry) -> None:
             writer = webdataset.TarWriter(f, encoder=False, mtime=0)  # mtime 0: the same input, the same bytes
-            while (record := pending.peek()) is not None:
-                key, ext, payload, label = record
-                full = max_images is not None and entry["images"] >= max_images
-                full |= max_bytes is not None and entry["images"] and f.tell() + len(payload) + 2048 > max_bytes
-                if full:
-                    break
-                writer.write({"__key__": key, ext: payload, "cls": str(label).encode()})
-                entry["images"] += 1
-                pending.pop()
-            writer.close()  # the tar's end blocks; the file itself is closed by atomic_write
+            try:
+                while (record := pending.peek()) is not None:
+                    key, ext, payload, label = record
+                    full = max_images is not None and entry["images"] >= max_images
+                    full |= max_bytes is not None and entry["images"] and f.tell() + len(payload) + 2048 > max_bytes
+                    if full:
+                        break
+                    writer.write({"__key__": key, ext: payload, "cls": str(label).encode()})
+                    entry["images"] += 1
+                    pending.pop()
+            finally:
+                writer.close()  # the tar's end blocks (a failed shard's temporary file is deleted by atomic_write)
 
         path = atomic_write(out / entry["name"], fill)
         entry["bytes"] = path.stat().st_size
@@ -174,15 +176,17 @@ def _brace_expand(pattern: str) -> list[str]:
 
 
 def is_shards(data: str | Path | None) -> bool:
-    """Whether ``--data`` names shards: an index JSON, a folder holding ``index.json``, a brace pattern of tar
-    files (``train-{000000..000146}.tar``) or one tar file."""
+    """Whether ``--data`` names shards: an index JSON, a folder holding ``index.json`` (or tar files: then it lacks
+    its index), a brace pattern of tar files (``train-{000000..000146}.tar``) or one tar file."""
     if data is None:
         return False
     text = str(data)
     if text.endswith(".tar") or ("{" in text and ".tar" in text):
         return True
     path = Path(text)
-    return (path.is_file() and path.suffix == ".json") or (path.is_dir() and (path / INDEX_NAME).is_file())
+    if path.is_dir():
+        return (path / INDEX_NAME).is_file() or any(path.glob("*.tar"))
+    return path.is_file() and path.suffix == ".json"
 
 
 def open_shards(data: str | Path) -> ShardSet:
