@@ -21,7 +21,7 @@ PACKAGE = Path(mlp_mixer.__file__).parent
 LAYERS = {
     0: ["variants", "files", "devices", "quantize", "seed_mixer"],  # leaves: nothing of ours
     1: ["pretrained"],  # what travels with weights: preprocessing, classes, the Hugging Face layout
-    2: ["model"],  # the paper
+    2: ["model", "shards"],  # the paper · WebDataset shards as bytes (written, indexed, split over readers)
     3: ["weights", "data", "plots", "summary"],
     4: ["mlp_mixer", "resize", "distributed", "evaluate", "predict", "export", "fewshot", "train_config"],
     5: ["train_data", "optim", "run_dir", "bench", "serve"],

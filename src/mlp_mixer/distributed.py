@@ -163,6 +163,8 @@ def shard_dataset(dataset: Any) -> Any:
         return datalib.TensorImages(dataset.images[start:stop], dataset.labels[start:stop], dataset.transform)
     if isinstance(dataset, datalib.FolderDataset):
         return datalib.FolderDataset(dataset.samples[start:stop], dataset.in_channels, dataset.transform)
+    if isinstance(dataset, datalib.ShardImages):  # the same contiguous share, of the shards' images in index order
+        return dataset.split(r, w)
     return torch.utils.data.Subset(dataset, range(start, stop))
 
 

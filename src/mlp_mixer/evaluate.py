@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data as datalib
+from . import shards as shardlib
 from .devices import default_workers, resolve_device
 from .files import write_json
 from .plots import plot_confusion
@@ -87,8 +88,7 @@ def evaluate_model(
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss, top-5 correct
     mapping = torch.as_tensor(label_map, device=device) if label_map is not None else None
     skipped: list[str] = []
-    batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
-    for batch in datalib.iterate_batches(dataset, batches, workers, device):
+    for batch in datalib.batches_of(dataset, batch_size, workers, device):
         skipped += batch.skipped
         if len(batch.labels) == 0:
             continue
@@ -139,12 +139,19 @@ def eval_dataset(
     """The images of ``--data`` to evaluate, with each data label's index among ``classes``, and a description.
 
     A CIFAR folder: its test batch. A folder with ``val/``: that. Otherwise every image under the folder's class
-    folders.
+    folders. Shards: the index's ``val`` split, or the shards a brace pattern names.
     """
     root = Path(data)
-    if not root.is_dir():
+    if shardlib.is_shards(data):
+        found = shardlib.open_shards(data)
+        shards = found.selected if found.selected is not None else found.splits.get("val", [])
+        if not shards:
+            raise ValueError(f"--data {data}: {found.index} has no val split; name the shards to evaluate instead")
+        dataset = datalib.ShardImages(shards, found.classes, in_channels)
+        data_classes, split = found.classes, f"{len(shards)} shard(s) of {found.index}"
+    elif not root.is_dir():
         raise NotADirectoryError(f"--data {root} is not a folder")
-    if datalib.cifar_kind(root):
+    elif datalib.cifar_kind(root):
         _, _, (images, labels), data_classes = datalib.load_cifar(root)
         dataset: torch.utils.data.Dataset = datalib.TensorImages(images, labels)
         split = "test batch"
@@ -212,7 +219,7 @@ def evaluate(
         split = f"held-out split of {config.get('data') or 'the embedded MNIST digits'}"
     else:
         dataset, label_map, split = eval_dataset(data, classes, model.in_channels)
-        if isinstance(dataset, datalib.FolderDataset):
+        if isinstance(dataset, datalib.FolderDataset | datalib.ShardImages):
             dataset.transform = datalib.eval_geometry(model.preprocessing)
     model.to(torch_device)
     result = evaluate_model(model, dataset, model.preprocessing, torch_device, batch_size, workers, label_map=label_map)

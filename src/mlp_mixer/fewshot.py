@@ -169,10 +169,9 @@ def extract_features(
     device = torch.device(device)
     model.eval().to(device)
     feats, labels, skipped = [], [], []
-    batches = [list(range(i, min(i + batch_size, len(dataset)))) for i in range(0, len(dataset), batch_size)]
     for batch in tqdm(
-        datalib.iterate_batches(dataset, batches, workers, device),
-        total=len(batches),
+        datalib.batches_of(dataset, batch_size, workers, device),
+        total=-(-len(dataset) // batch_size),
         desc=desc,
         disable=not progress,
         leave=False,

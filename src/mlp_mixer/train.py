@@ -52,7 +52,16 @@ from .train_config import (
     load_config_file,
     resolve_config,
 )
-from .train_data import BatchAugment, attach_transforms, epoch_batches, mix_seed, mixing, open_data, seed_global
+from .train_data import (
+    BatchAugment,
+    attach_transforms,
+    epoch_batches,
+    mix_seed,
+    mixing,
+    open_data,
+    seed_global,
+    shard_epoch,
+)
 from .variants import variant_config
 from .weights import load_checkpoint, load_model, model_from_config, resolve_checkpoint
 
@@ -478,14 +487,17 @@ def _say(*args: Any, **kwargs: Any) -> None:
 def run_epoch(run: Run, dataset: torch.utils.data.Dataset, interrupt: Interrupt) -> EpochStats:
     """Train epoch ``run.epoch`` from where it stands (``run.batch`` steps already done after a resume)."""
     config = run.config
-    batches = epoch_batches(len(dataset), config.batch_size, config.seed, run.epoch)[run.batch :]
-    batches = [distributed.shard_batch(b) for b in batches]  # this process's part of each batch
-    dataset.epoch_seed = mix_seed(config.seed, 4, run.epoch)
-    progress = _progress(len(batches), f"epoch {run.epoch + 1}/{config.epochs}")
+    if isinstance(dataset, datalib.ShardImages):  # a stream: each process reads its own shards
+        stream = shard_epoch(dataset, config, run.epoch, run.steps_per_epoch, run.batch, run.device)
+        count = run.steps_per_epoch - run.batch
+    else:
+        batches = epoch_batches(len(dataset), config.batch_size, config.seed, run.epoch)[run.batch :]
+        batches = [distributed.shard_batch(b) for b in batches]  # this process's part of each batch
+        dataset.epoch_seed = mix_seed(config.seed, 4, run.epoch)
+        stream, count = datalib.iterate_batches(dataset, batches, config.workers, run.device), len(batches)
+    progress = _progress(count, f"epoch {run.epoch + 1}/{config.epochs}")
     try:
-        return train_one_epoch(
-            run, datalib.iterate_batches(dataset, batches, config.workers, run.device), interrupt, progress
-        )
+        return train_one_epoch(run, stream, interrupt, progress)
     finally:
         if progress is not None:
             progress.close()

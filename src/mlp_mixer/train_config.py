@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import data as datalib
+from . import shards as shardlib
 from .devices import default_workers
 from .variants import MNIST, SMALL
 
@@ -25,7 +26,7 @@ class TrainConfig:
     defaults and :data:`DEFAULTS`, in that order, so a saved config always holds concrete values."""
 
     # data
-    data: str | None = None  # ImageFolder root or CIFAR python-pickle folder; None: the embedded MNIST digits
+    data: str | None = None  # ImageFolder root, CIFAR python-pickle folder or shards; None: the embedded MNIST
     val_fraction: float | None = None  # held out of a folder without val/ (per class, fixed seed)
     # model: a paper variant and/or explicit sizes; in_channels, image_size, num_classes follow the data
     model: str | None = None
@@ -171,6 +172,8 @@ def data_kind(data: str | None) -> str:
     """``"mnist"`` (the embedded default), ``"cifar10"``, ``"cifar100"`` or ``"folder"``."""
     if data is None:
         return "mnist"
+    if shardlib.is_shards(data):  # shards train as the source they were written from
+        return shardlib.open_shards(data).kind
     return datalib.cifar_kind(data) or "folder"
 
 
@@ -319,4 +322,6 @@ def default_output(data: str | None) -> str:
     """``runs/mnist`` for the embedded default, else ``runs/<folder name>``; a new run replaces an old one."""
     if data is None:
         return str(Path("runs") / "mnist")
+    if shardlib.is_shards(data) and not Path(data).is_dir():  # an index or a pattern: the shards' folder
+        return str(Path("runs") / (Path(data).resolve().parent.name or "data"))
     return str(Path("runs") / (Path(data).resolve().name or "data"))

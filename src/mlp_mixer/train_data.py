@@ -5,12 +5,13 @@ and several processes agree without talking to each other.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
 from . import data as datalib
 from . import distributed
+from . import shards as shardlib
 from .pretrained import Preprocessing
 from .train_config import TrainConfig
 
@@ -45,8 +46,28 @@ def seed_global(seed: int, device: torch.device) -> None:
 
 
 def open_data(config: TrainConfig) -> datalib.DataSplits:
-    """The train and held-out splits of ``config.data`` (no transforms yet); fails with one line if unusable."""
-    return datalib.load_splits(config.data, config.val_fraction, config.in_channels)
+    """The train and held-out splits of ``config.data`` (no transforms yet); fails with one line if unusable,
+    also when shards are too few for every process and worker to read its own."""
+    splits = datalib.load_splits(config.data, config.val_fraction, config.in_channels)
+    if isinstance(splits.train, datalib.ShardImages):
+        shardlib.check_readers(len(splits.train.shards), distributed.world_size(), config.workers)
+    return splits
+
+
+def shard_epoch(
+    dataset: datalib.ShardImages, config: TrainConfig, epoch: int, steps: int, skip: int, device: torch.device
+) -> Iterator[datalib.Batch]:
+    """This process's batches of epoch ``epoch`` from shards: ``steps`` of ``batch_size / world`` images each
+    (the same count on every process), the first ``skip`` dropped (a resumed epoch).
+
+    The shard order and every reader's shuffle buffer are drawn from (seed, epoch), so the epoch is the same
+    after a resume on the same number of processes and workers (:func:`mlp_mixer.shards.reader_samples`).
+    """
+    dataset.seed, dataset.epoch = config.seed, epoch
+    dataset.epoch_seed = mix_seed(config.seed, 4, epoch)
+    part = dataset.split(distributed.rank(), distributed.world_size())
+    per_process = config.batch_size // distributed.world_size()
+    return datalib.iterate_stream(part, per_process, config.workers, device, steps=steps, skip=skip)
 
 
 def attach_transforms(splits: datalib.DataSplits, config: TrainConfig, preprocessing: Preprocessing) -> None:

@@ -26,6 +26,7 @@ VERBS = {
     "viz": "viz",
     "fewshot": "fewshot",
     "serve": "serve",
+    "shard": "shard",
 }
 
 # Shown and caught as one line: these are the errors a user can act on (bad option, missing file).

@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--data",
-        help="ImageFolder root, folder of class folders, or CIFAR folder (default: the checkpoint's held-out split)",
+        help="ImageFolder root, folder of class folders, CIFAR folder, or shards (their val split, or a brace pattern) "
+        "(default: the checkpoint's held-out split)",
     )
     parser.add_argument("--output", help="report folder (default: <checkpoint folder>/eval)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")

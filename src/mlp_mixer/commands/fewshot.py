@@ -18,7 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint", required=True, help="a run folder (its best.pt), a .pt checkpoint or any pretrained source"
     )
     parser.add_argument(
-        "--data", default=None, help="ImageFolder root (train/ and val/) or CIFAR folder (default: embedded MNIST)"
+        "--data",
+        default=None,
+        help="ImageFolder root (train/ and val/), CIFAR folder or shards (default: embedded MNIST)",
     )
     parser.add_argument("--shots", type=ints("--shots"), default=[1, 5, 10], help="images per class, comma-separated")
     parser.add_argument("--seeds", type=int, default=5, help="draws per shot count")

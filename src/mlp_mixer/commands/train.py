@@ -54,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     switch = dict(action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--config", help="YAML file of settings (keys as the flags); flags override it (default: none)")
     g = parser.add_argument_group("data")
-    option(g, "--data", "ImageFolder root (train/ and val/, or one folder) or a CIFAR-10/100 python folder (default: "
-           "the embedded MNIST digits)")  # fmt: skip
+    option(g, "--data", "ImageFolder root (train/ and val/, or one folder), a CIFAR-10/100 python folder, or shards: "
+           "their index.json, its folder or a brace pattern (default: the embedded MNIST digits)")  # fmt: skip
     option(g, "--val-fraction", "share held out of a folder without val/", type=float)
     option(g, "--workers", "DataLoader processes for image files (default: one per core, at most 4)", type=int)
     option(g, "--threads", "CPU threads for PyTorch (default: one per core)", type=int)

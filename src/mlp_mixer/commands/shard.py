@@ -1,0 +1,43 @@
+"""``mlp-mixer shard``: write a dataset as WebDataset tar shards with an index (:func:`mlp_mixer.data.write_shards`)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "write a dataset (folder, CIFAR, the embedded MNIST) as WebDataset tar shards with index.json"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..shards import DEFAULT_SHARD_SIZE, SPLITS
+
+    parser.add_argument(
+        "src", metavar="SRC", help="what train --data reads: an ImageFolder root, a CIFAR folder, or 'embedded' (MNIST)"
+    )
+    parser.add_argument("out", metavar="OUT", help="folder for the shards and their index.json (created)")
+    parser.add_argument(
+        "--shard-size", default=DEFAULT_SHARD_SIZE, help="per shard: a size (1GB, 256MB) or a number of images"
+    )
+    parser.add_argument("--split", choices=SPLITS, default=None, help="write one split only (default: train and val)")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="held out of a folder without val/")
+    parser.add_argument("--workers", type=int, default=None, help="processes reading and checking the images "
+                        "(default: one per core, at most 4)")  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import write_shards
+    from ..devices import default_workers
+
+    workers = default_workers() if args.workers is None else args.workers
+    index = write_shards(
+        args.src, args.out, args.split, args.shard_size, args.val_fraction, None, workers, not args.no_progress
+    )
+    for name, split in index["splits"].items():
+        print(
+            f"{name}: {split['images']} images in {len(split['shards'])} shard(s), {split['skipped']} unreadable "
+            f"skipped" + (f" (e.g. {split['skipped_files'][0]})" if split["skipped"] else "")
+        )
+    print(
+        f"index: {args.out}/index.json ({len(index['classes'])} classes); train with: mlp-mixer train --data {args.out}"
+    )
+    return 0

@@ -1,0 +1,419 @@
+"""WebDataset tar shards: written atomically with an index, and read as one stream split over processes × workers.
+
+A multi-node job on a shared file system stalls on a folder of loose files read at random long before its GPUs
+are busy; the ecosystem's answer (timm's ``wds`` reader, the Hugging Face Hub's ``*-wds`` datasets) is tar shards
+read sequentially. A shard holds ``{key}.jpg|png|...`` (the image's original bytes) and ``{key}.cls`` (the label as
+decimal text), written and read with the ``webdataset`` package. ``index.json`` beside the shards lists, per split,
+every shard with its images and bytes, and the class names: the reader needs the counts to give every process the
+same number of steps, and checks each shard against them before training starts.
+
+This module works on bytes: it never decodes an image (:class:`mlp_mixer.data.ShardImages` does, in DataLoader
+workers), so it sits below ``data.py`` and ``data.load_splits`` can read shards like any other source.
+
+What a reader (one DataLoader worker of one process) reads in epoch ``e``, see :func:`reader_samples`:
+
+1. the split's shards in an order drawn from (seed, e) (training; held-out data keeps the index's order);
+2. their images as one sequence, cut into ``world`` contiguous ranges, one per process, each cut into ``workers``
+   contiguous ranges, one per worker: every image is in exactly one reader's range, whatever the counts;
+3. its range, read sequentially (the first shard from the range's start: the images before it are read past, not
+   decoded), through a shuffle buffer seeded by (seed, e, rank, worker) (training).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from .files import atomic_write, write_json
+
+INDEX_NAME = "index.json"
+FORMAT = "mlp-mixer webdataset shards"
+IMAGE_EXTS = ("jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff")
+SPLITS = ("train", "val")
+DEFAULT_SHARD_SIZE = "256MB"  # ~2,000 ImageNet JPEGs: enough shards for many readers, large enough to stream
+SHUFFLE_BUFFER = 1000  # images (encoded bytes) each reader holds to shuffle within and across its shards
+
+Record = tuple[str, str, bytes, int]  # (key, image extension, the image's bytes, label)
+
+
+class ShardError(ValueError):
+    """Shards or an index that cannot be used as they are; the message names the file and says what to do."""
+
+
+@dataclass(frozen=True)
+class Shard:
+    path: Path
+    images: int
+    bytes: int
+
+
+@dataclass
+class ShardSet:
+    """What ``--data`` points at: the index, its classes and the selected shards of each split."""
+
+    index: Path
+    classes: list[str]
+    in_channels: int
+    kind: str  # the source the shards were written from: "mnist", "cifar10", "cifar100", "folder"
+    native_size: tuple[int, int] | None  # the size of every image when the source's images share one, else None
+    splits: dict[str, list[Shard]]
+    selected: list[Shard] | None = None  # the shards a brace pattern (or a .tar) named; None for a whole index
+
+    def images(self, split: str) -> int:
+        return sum(s.images for s in self.splits.get(split, []))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+def parse_shard_size(text: str | int) -> tuple[int | None, int | None]:
+    """``"1GB"``, ``"256MB"``, ``"500KB"`` -> (None, bytes); ``"1000"`` or 1000 -> (images, None)."""
+    value = str(text).strip().upper().replace(" ", "")
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(KB|MB|GB|TB|B)?", value)
+    if not match or float(match[1]) <= 0:
+        raise ValueError(f"--shard-size must be a size like 1GB or 256MB, or a number of images, got {text!r}")
+    if match[2] is None:
+        if "." in match[1]:
+            raise ValueError(f"--shard-size {text}: a number of images must be a whole number")
+        return int(match[1]), None
+    scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}[match[2]]
+    return None, int(float(match[1]) * scale)
+
+
+class _Peekable:
+    def __init__(self, items: Iterable[Record]) -> None:
+        self._items, self._next = iter(items), None
+
+    def peek(self) -> Record | None:
+        if self._next is None:
+            self._next = next(self._items, None)
+        return self._next
+
+    def pop(self) -> Record | None:
+        item, self._next = self.peek(), None
+        return item
+
+
+def write_split(
+    records: Iterable[Record], out: str | Path, split: str, max_images: int | None, max_bytes: int | None
+) -> list[dict[str, Any]]:
+    """Write ``records`` to ``out/{split}-000000.tar``, ... and return the index entries of the shards.
+
+    Each shard is written atomically (a temporary file renamed when complete), so a killed run leaves whole shards
+    and no index (the index is written last, by :func:`write_index`). A shard is closed before the image that
+    would take it past ``max_images`` or ``max_bytes`` (a shard holds at least one image).
+    """
+    import webdataset
+
+    out, pending, entries = Path(out), _Peekable(records), []
+    while pending.peek() is not None:
+        entry: dict[str, Any] = {"name": f"{split}-{len(entries):06d}.tar", "images": 0}
+
+        def fill(f: IO[bytes], entry: dict[str, Any] = entry) -> None:
+            writer = webdataset.TarWriter(f, encoder=False, mtime=0)  # mtime 0: the same input, the same bytes
+            try:
+                while (record := pending.peek()) is not None:
+                    key, ext, payload, label = record
+                    full = max_images is not None and entry["images"] >= max_images
+                    full |= max_bytes is not None and entry["images"] and f.tell() + len(payload) + 2048 > max_bytes
+                    if full:
+                        break
+                    writer.write({"__key__": key, ext: payload, "cls": str(label).encode()})
+                    entry["images"] += 1
+                    pending.pop()
+            finally:
+                writer.close()  # the tar's end blocks (a failed shard's temporary file is deleted by atomic_write)
+
+        path = atomic_write(out / entry["name"], fill)
+        entry["bytes"] = path.stat().st_size
+        entries.append(entry)
+    return entries
+
+
+def write_index(
+    out: str | Path, meta: dict[str, Any], splits: dict[str, dict[str, Any]], replace: bool = False
+) -> dict[str, Any]:
+    """Write ``out/index.json``: ``meta`` (classes, in_channels, kind, native_size, source) and ``splits``
+    (``{split: {"images", "skipped", "shards": [{"name", "images", "bytes"}]}}``). Splits already in the index
+    that are not rewritten are kept, when the classes agree (``mlp-mixer shard --split val`` after ``--split
+    train``)."""
+    path = Path(out) / INDEX_NAME
+    kept: dict[str, Any] = {}
+    if path.is_file() and not replace:
+        old = _read_json(path)
+        if old.get("classes") == meta["classes"] and old.get("format") == FORMAT:
+            kept = {k: v for k, v in old.get("splits", {}).items() if k not in splits}
+    index = {"format": FORMAT, "version": 1, **meta, "splits": {**kept, **splits}}
+    write_json(path, index)
+    return index
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Finding and checking shards
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ShardError(f"{path} is not a readable JSON index: {err}") from err
+    if not isinstance(loaded, dict):
+        raise ShardError(f"{path} is not a shard index (expected a JSON object)")
+    return loaded
+
+
+def _brace_expand(pattern: str) -> list[str]:
+    from braceexpand import braceexpand  # webdataset's dependency, as its own shard lists use it
+
+    return list(braceexpand(pattern))
+
+
+def is_shards(data: str | Path | None) -> bool:
+    """Whether ``--data`` names shards: an index JSON, a folder holding ``index.json`` (or tar files: then it lacks
+    its index), a brace pattern of tar files (``train-{000000..000146}.tar``) or one tar file."""
+    if data is None:
+        return False
+    text = str(data)
+    if text.endswith(".tar") or ("{" in text and ".tar" in text):
+        return True
+    path = Path(text)
+    if path.is_dir():
+        return (path / INDEX_NAME).is_file() or any(path.glob("*.tar"))
+    return path.is_file() and path.suffix == ".json"
+
+
+def open_shards(data: str | Path) -> ShardSet:
+    """Read the index of ``--data`` (see :func:`is_shards`) and check every selected shard against it: it exists
+    and has the size the index records (a truncated or rewritten shard is caught here, before any training).
+
+    A brace pattern or a tar file selects those shards of the index beside them (each must be listed there).
+    """
+    text = str(data)
+    pattern = text.endswith(".tar") or ("{" in text and ".tar" in text)
+    if pattern:
+        names = _brace_expand(text)
+        folder = Path(names[0]).parent
+        if len({Path(n).parent for n in names}) > 1:
+            raise ShardError(f"--data {text}: the shards of a pattern must be in one folder, beside its {INDEX_NAME}")
+        index_path = folder / INDEX_NAME
+    else:
+        path = Path(text)
+        index_path = path if path.suffix == ".json" else path / INDEX_NAME
+        folder = index_path.parent
+    if not index_path.is_file():
+        raise FileNotFoundError(
+            f"--data {text}: no shard index {index_path} (mlp-mixer shard writes the shards and their {INDEX_NAME})"
+        )
+    index = _read_json(index_path)
+    if index.get("format") != FORMAT or not isinstance(index.get("splits"), dict):
+        raise ShardError(f"{index_path} is not an index of mlp-mixer shards (no format {FORMAT!r} with splits)")
+    classes = [str(c) for c in index.get("classes") or []]
+    if len(classes) < 2:
+        raise ShardError(f"{index_path} lists {len(classes)} classes; a classifier needs at least two")
+    listed: dict[str, tuple[str, Shard]] = {}
+    splits: dict[str, list[Shard]] = {}
+    for split, entry in index["splits"].items():
+        shards = []
+        try:
+            for item in entry["shards"]:
+                shard = Shard(folder / item["name"], int(item["images"]), int(item["bytes"]))
+                shards.append(shard)
+                listed[str(shard.path)] = (split, shard)
+            total = int(entry["images"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ShardError(f"{index_path}: split {split!r} is malformed ({type(err).__name__}: {err})") from err
+        if sum(s.images for s in shards) != total:
+            raise ShardError(
+                f"{index_path}: split {split!r} says {total} images but its shards add up to "
+                f"{sum(s.images for s in shards)}; write the shards again (mlp-mixer shard)"
+            )
+        splits[split] = shards
+    selected = None
+    if pattern:
+        chosen: dict[str, list[Shard]] = {}
+        selected = []
+        for name in _brace_expand(text):
+            if name not in listed:
+                raise ShardError(f"--data {text}: {name} is not listed in {index_path}")
+            split, shard = listed[name]
+            chosen.setdefault(split, []).append(shard)
+            selected.append(shard)
+        if "val" not in chosen and "val" in splits:  # training on some shards: held out, the index's val split
+            chosen["val"] = splits["val"]
+        splits = chosen
+    for shards in splits.values():
+        for shard in shards:
+            if not shard.path.is_file():
+                raise FileNotFoundError(f"shard {shard.path} listed in {index_path} is missing")
+            size = shard.path.stat().st_size
+            if size != shard.bytes:
+                raise ShardError(
+                    f"shard {shard.path} is {size} bytes, {index_path} says {shard.bytes}: truncated or rewritten "
+                    "after the index; write the shards again (mlp-mixer shard)"
+                )
+    native = index.get("native_size")
+    return ShardSet(
+        index=index_path,
+        classes=classes,
+        in_channels=int(index.get("in_channels", 3)),
+        kind=str(index.get("kind", "folder")),
+        native_size=tuple(native) if native else None,
+        splits=splits,
+        selected=selected,
+    )
+
+
+def check_readers(num_shards: int, world: int, workers: int, what: str = "training") -> None:
+    """Every reader (process × DataLoader worker) streams its own shards: refuse fewer shards than readers, where
+    readers would share shards and read each other's images only to skip them."""
+    readers = world * max(1, workers)
+    if num_shards < readers:
+        raise ValueError(
+            f"{num_shards} {what} shard(s) cannot feed {world} process(es) × {max(1, workers)} worker(s) = {readers} "
+            f"readers: pass --workers {max(1, num_shards // world) if num_shards >= world else 0}, or write "
+            f"at least {readers} shards (mlp-mixer shard SRC OUT --shard-size N images, N <= "
+            "images / readers)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading: who reads what
+
+
+def epoch_order(shards: list[Shard], seed: int, epoch: int, shuffle: bool) -> list[Shard]:
+    """The shards of one epoch in reading order: drawn from (seed, epoch) when shuffling, else as listed."""
+    if not shuffle:
+        return list(shards)
+    order = list(shards)
+    random.Random(f"shard-order-{seed}-{epoch}").shuffle(order)
+    return order
+
+
+def reader_range(total: int, rank: int, world: int, worker: int, workers: int) -> tuple[int, int]:
+    """Positions ``[start, stop)`` of the epoch's image sequence that one reader reads: the process's contiguous
+    ``1 / world`` of the sequence, then the worker's contiguous ``1 / workers`` of that. Ranges of all readers
+    cover the sequence exactly once; a process's share does not depend on the number of workers."""
+    first, last = total * rank // world, total * (rank + 1) // world
+    n = last - first
+    return first + n * worker // workers, first + n * (worker + 1) // workers
+
+
+def reader_pieces(order: list[Shard], start: int, stop: int) -> list[tuple[Shard, int, int]]:
+    """The parts of shards that positions ``[start, stop)`` of the concatenated ``order`` fall in:
+    ``(shard, first image, end image)`` within each shard."""
+    pieces, offset = [], 0
+    for shard in order:
+        lo, hi = max(start, offset), min(stop, offset + shard.images)
+        if lo < hi:
+            pieces.append((shard, lo - offset, hi - offset))
+        offset += shard.images
+    return pieces
+
+
+def read_shard(shard: Shard, first: int, end: int, num_classes: int) -> Iterator[Record]:
+    """Images ``first .. end - 1`` of ``shard`` (read in order with ``webdataset``; those before ``first`` are read
+    past, not decoded), each checked: one image file, a decimal ``.cls`` label among the classes. Also checks that
+    the shard holds the number of images the index says when read to its end.
+
+    Raises:
+        ShardError: a truncated or unreadable tar, a sample without an image or a label, a label outside the
+            classes, more or fewer images than the index says.
+    """
+    from webdataset import tariterators
+
+    position = 0
+    try:
+        with shard.path.open("rb") as stream:
+            samples = tariterators.group_by_keys(
+                tariterators.tar_file_expander([{"url": str(shard.path), "stream": stream}])
+            )
+            for sample in samples:
+                if position >= shard.images:
+                    raise ShardError(
+                        f"shard {shard.path} holds more than the {shard.images} images its index says; write the "
+                        "shards again (mlp-mixer shard)"
+                    )
+                if position >= first:
+                    yield _record(shard, sample, num_classes)
+                position += 1
+                if position >= end and end < shard.images:
+                    return
+    except (tarfile.TarError, EOFError, OSError) as err:
+        raise ShardError(f"shard {shard.path} is truncated or not a tar file ({_first_line(err)})") from err
+    except ValueError as err:
+        if isinstance(err, ShardError):
+            raise
+        raise ShardError(f"shard {shard.path} is not a WebDataset shard ({_first_line(err)})") from err
+    if position != shard.images:
+        raise ShardError(
+            f"shard {shard.path} holds {position} images, its index says {shard.images}: truncated or rewritten; "
+            "write the shards again (mlp-mixer shard)"
+        )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err.args[0]) if err.args else type(err).__name__
+    return text.split("\n")[0].split(" @ ")[0][:200]
+
+
+def _record(shard: Shard, sample: dict[str, Any], num_classes: int) -> Record:
+    key = sample["__key__"]
+    ext = next((e for e in IMAGE_EXTS if e in sample), None)
+    if ext is None:
+        raise ShardError(f"shard {shard.path}: sample {key} has no image ({', '.join('.' + e for e in IMAGE_EXTS)})")
+    if "cls" not in sample:
+        raise ShardError(f"shard {shard.path}: sample {key} has no label (.cls)")
+    text = bytes(sample["cls"]).decode("utf-8", "replace").strip()
+    if not re.fullmatch(r"-?\d+", text):
+        raise ShardError(f"shard {shard.path}: sample {key} has label {text[:20]!r}, not a class number")
+    label = int(text)
+    if not 0 <= label < num_classes:
+        raise ShardError(
+            f"shard {shard.path}: sample {key} has label {label}, outside the {num_classes} classes of the index"
+        )
+    return key, ext, bytes(sample[ext]), label
+
+
+def shuffle_buffer(records: Iterable[Record], size: int, rng: random.Random) -> Iterator[Record]:
+    """Records in a random order: each one read replaces a random one of ``size`` held, which is yielded (the
+    usual streaming shuffle: an image moves at most ``size`` places earlier, any number later)."""
+    held: list[Record] = []
+    for record in records:
+        if len(held) < size:
+            held.append(record)
+            continue
+        i = rng.randrange(size)
+        held[i], record = record, held[i]
+        yield record
+    rng.shuffle(held)
+    yield from held
+
+
+def reader_samples(
+    shards: list[Shard],
+    num_classes: int,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle: bool = False,
+    rank: int = 0,
+    world: int = 1,
+    worker: int = 0,
+    workers: int = 1,
+    buffer: int = SHUFFLE_BUFFER,
+) -> Iterator[Record]:
+    """What one reader (``worker`` of ``workers`` in process ``rank`` of ``world``) reads in ``epoch`` (see the
+    module's docstring): a function of these arguments only."""
+    order = epoch_order(shards, seed, epoch, shuffle)
+    start, stop = reader_range(sum(s.images for s in shards), rank, world, worker, workers)
+    records = (r for shard, a, b in reader_pieces(order, start, stop) for r in read_shard(shard, a, b, num_classes))
+    if shuffle and buffer > 1:
+        records = shuffle_buffer(records, buffer, random.Random(f"shard-buffer-{seed}-{epoch}-{rank}-{worker}"))
+    yield from records
