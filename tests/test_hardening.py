@@ -35,21 +35,6 @@ FAST = dict(**SIZES, batch_size=8, warmup_epochs=1.0, workers=0, threads=1)
 TRAIN_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()] + ["--epochs=1"]
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("pets")
-    make_folder(root / "train", n=8, size=(20, 18))
-    make_folder(root / "val", n=2, size=(20, 18))
-    return root
-
-
 # --- 1. a run folder belongs to one run ---------------------------------------------------------------------------
 
 

@@ -29,26 +29,10 @@ TINY_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
 FAST = dict(**TINY, batch_size=8, warmup_epochs=1.0, workers=0, threads=1)
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    """train(threads=...) sets PyTorch's thread count for the process; give other tests theirs back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def cifar(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("cifar-10-batches-py")
     write_cifar(root, "cifar10", per_file=8)  # 40 training images, 8 test images
-    return str(root)
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("pets")
-    make_folder(root / "train", n=8, size=(20, 18))
-    make_folder(root / "val", n=2, size=(20, 18))
     return str(root)
 
 
