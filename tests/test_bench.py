@@ -33,6 +33,37 @@ def test_inference_fast_path_equals_plain_form(tiny_config, gelu):
     assert torch.equal(x, before)
 
 
+@pytest.mark.parametrize("gelu", ["tanh", "exact"])
+def test_inference_fuses_channel_fc1_and_gelu_unless_watched(tiny_config, gelu):
+    """CPU inference runs channel mixing's fc1+GELU as one oneDNN call (the equality above then tests it); hooks,
+    FLOP counting and autograd get the unfused modules."""
+    from torch.profiler import profile
+
+    from mlp_mixer.summary import count_macs
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("needs oneDNN")
+    model = randomize(MLPMixer(**tiny_config, gelu=gelu)).eval()
+    x = torch.randn(2, 3, 16, 16)
+
+    def fused_calls(grad: bool = False) -> int:
+        with profile() as prof, torch.set_grad_enabled(grad):
+            model(x)
+        return sum(e.count for e in prof.key_averages() if e.key == "mkldnn::_linear_pointwise")
+
+    assert fused_calls() == tiny_config["depth"]  # channel mixing only; token mixing stays a baddbmm
+    assert fused_calls(grad=True) == 0
+    seen = []
+    handle = model.blocks[0].channel_mixing.act.register_forward_hook(lambda m, a, out: seen.append(out.shape))
+    with torch.no_grad():
+        model(x)
+    assert seen == [(2, 16, tiny_config["channel_dim"])] and fused_calls() == tiny_config["depth"] - 1
+    handle.remove()
+    with torch.device("meta"):
+        skeleton = MLPMixer(**tiny_config)
+    assert count_macs(model, (1, 3, 16, 16)) == count_macs(skeleton, (1, 3, 16, 16))  # fc1 counted
+
+
 def test_fast_path_block_equals_transposed_form(tiny_model):
     """A block under no_grad equals the seed's form: LayerNorm, transpose, Linear-GELU-Linear, transpose back."""
     randomize(tiny_model).eval()
