@@ -513,8 +513,21 @@ def test_amp_runs_or_is_refused_with_a_note(tmp_path, cifar, capsys):
         assert "no native bf16; training in fp32" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_compile(tmp_path, cifar):
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_compile_on_cuda(tmp_path, cifar):
+    """On CUDA --compile stays on (benchmarks/gpu_check.sh runs this)."""
+    metrics = train(
+        TrainConfig(data=cifar, epochs=1, output=str(tmp_path / "run"), compile=True, device="cuda", **FAST)
+    )
+    assert metrics["status"] == "completed"
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["compile"] is True
+
+
+def test_compile_on_cpu_is_off_with_a_note(tmp_path, cifar, capsys):
+    """A compiled CPU training step is slower than eager (docs/train.md): the run says so and trains eager."""
     metrics = train(TrainConfig(data=cifar, epochs=1, output=str(tmp_path / "run"), compile=True, **FAST))
     assert metrics["status"] == "completed"
+    assert "--compile: on CPU a compiled training step is slower than eager" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["config"]["compile"] is False
     assert load_model(tmp_path / "run" / "last.pt").model.num_classes == 10  # plain keys, no _orig_mod.
