@@ -78,7 +78,7 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _fused_linear_gelu(self, x):
             # Inference on CPU: fc1 and GELU as one oneDNN call, GELU applied to each output tile while it is in
-            # cache. Both GELU forms cost the same there, so the official tanh GELU no longer pays for ATen's slow
+            # cache. Both GELU forms cost about the same there, so the official tanh GELU no longer pays for ATen's slow
             # tanh-GELU kernel (docs/bench.md); the separate pass over the widest activation is gone for both.
             x = torch.ops.mkldnn._linear_pointwise(x, self.fc1.weight, self.fc1.bias, "gelu", [], self.act.approximate)
             return self.drop2(self.fc2(self.drop1(x)))

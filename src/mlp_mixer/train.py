@@ -979,7 +979,7 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
         config = config.replace(amp=False)
     if config.compile and device.type == "cpu":
         # Measured with `mlp-mixer bench` (benchmarks/results/bench_cpu.md): a compiled CPU training step of the
-        # small config took 673 ms against 611 ms eager; inductor's CPU backward gains nothing over ATen's GEMMs.
+        # small config took 673 ms against 611 ms eager, so the flag would slow down the run it was meant to speed up.
         notes.append("--compile: on CPU a compiled training step is slower than eager (docs/train.md); training eager")
         config = config.replace(compile=False)
     if config.fsdp and distributed.world_size() == 1:
