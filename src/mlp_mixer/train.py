@@ -452,6 +452,11 @@ def prepare_run(
     if config.amp and not native_bf16(device):
         notes.append(f"--amp: this {device.type.upper()} has no native bf16; training in fp32 instead")
         config = config.replace(amp=False)
+    if config.compile and device.type == "cpu":
+        # Measured with `mlp-mixer bench` (benchmarks/results/bench_cpu.md): a compiled CPU training step of the
+        # small config took 673 ms against 611 ms eager, so the flag would slow down the run it was meant to speed up.
+        notes.append("--compile: on CPU a compiled training step is slower than eager (docs/train.md); training eager")
+        config = config.replace(compile=False)
     if config.fsdp and distributed.world_size() == 1:
         notes.append("--fsdp: one process, nothing to shard (start several with torchrun); training unsharded")
     torch.manual_seed(config.seed)

@@ -95,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     option(g, "--cutmix", "cutmix alpha (0: off)", type=float)
     g = parser.add_argument_group("system")
     option(g, "--amp", "bf16 autocast (where bf16 is native)", **switch)
-    option(g, "--compile", "torch.compile the model", **switch)
+    option(g, "--compile", "torch.compile the model (CUDA; on CPU it is slower and stays off, with a note)", **switch)
     option(g, "--device", "auto, cpu, cuda, cuda:N or mps")
     option(g, "--fsdp", "under torchrun: shard the model over the processes (FSDP2, for L/16 and H/14) instead of DDP",
            **switch)  # fmt: skip
