@@ -1,6 +1,7 @@
 """Docs that cannot drift: every command example of the README and docs/ parses with the real command line, and
 the ones that can run offline do run (with small settings)."""
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -11,6 +12,7 @@ from mlp_mixer.commands import VERBS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DEFAULT_RUN = ROOT / "benchmarks" / "results" / "default_run"  # the metrics.json and log.csv the run wrote
 
 
 def code_blocks(path: Path) -> list[str]:
@@ -72,6 +74,25 @@ def test_every_documented_command_parses(where, argv, capsys):
         parser.parse_args(argv[1:])
     except (argparse.ArgumentError, SystemExit) as err:
         pytest.fail(f"{where}: {err} {capsys.readouterr().err}")
+
+
+def test_the_default_runs_figures_come_from_the_files_it_wrote():
+    """Every sentence of the README and docs that quotes the default run's top-1, and the transcript of its last
+    line in docs/train.md, give what the run wrote in benchmarks/results/default_run/metrics.json."""
+    metrics = json.loads((DEFAULT_RUN / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["machine"]["cpu"]
+    top1, top5 = f"{100 * metrics['val_top1']:.2f}%", f"{100 * metrics['val_top5']:.2f}%"
+    quoted = []
+    for path in DOCS:
+        prose = re.sub(r"```.*?```", " ", path.read_text(), flags=re.S)  # transcripts are checked below
+        for sentence in re.split(r"(?<=[.!?])\s", " ".join(prose.split())):
+            if "default run" in sentence:
+                quoted += [(path.name, value) for value in re.findall(r"\b\d{2}\.\d{2}%", sentence)]
+    assert quoted and all(value == top1 for _, value in quoted), (top1, quoted)
+    last = f"held-out top-1 {top1} (top-5 {top5}) after {metrics['epochs']} epochs"
+    assert last in (ROOT / "docs" / "train.md").read_text()
+    rows = (DEFAULT_RUN / "log.csv").read_text().splitlines()
+    assert len(rows) == metrics["epochs"] + 1 and f"{metrics['val_top1']:.6g}" in rows[-1]
 
 
 # --- the examples that can run offline, in a scratch folder, with small settings -------------------------------
