@@ -48,8 +48,6 @@ from .pretrained import (
 )
 from .variants import variant_name
 
-__all__ = ["Preprocessing", "atomic_save"]  # re-exported: where users have imported them from
-
 # What a run folder holds, in the order a reader of weights prefers them (training resumes from last.pt instead).
 RUN_CHECKPOINTS = ("best.pt", "last.pt")
 
