@@ -158,7 +158,7 @@ def _fuzz(n: int, make: Callable[[random.Random, Path], tuple[list[str], str, st
         case = tmp / f"case{i}"
         case.mkdir()
         argv, verb, name, allowed = make(rng, case)
-        if os.environ.get("FUZZ_TRACE"):
+        if os.environ.get("FUZZ_TRACE"):  # a native crash kills pytest: `FUZZ_TRACE=1 pytest -s` names the case
             print(f"case {i}: {argv}", file=sys.__stderr__, flush=True)
         try:
             code, _, err = run_case(case, argv, capsys)
