@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .model import MLPMixer
 from .train_config import TrainConfig
-from .weights import model_from_config
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -59,7 +59,7 @@ class EMA:
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
-        self.model = model_from_config(model.config()).to(next(model.parameters()).device).eval()
+        self.model = MLPMixer(**model.config()).to(next(model.parameters()).device).eval()
         self.model.load_state_dict(model.state_dict())
         self.model.requires_grad_(False)
 

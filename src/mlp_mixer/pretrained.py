@@ -231,11 +231,8 @@ class Pretrained(
         The architecture is built on the meta device and takes the tensors as they are: no random init to pay for.
         """
         try:
-            model_config = dict(config["model_config"])
-            if isinstance(model_config.get("image_size"), list):
-                model_config["image_size"] = tuple(model_config["image_size"])
             with torch.device("meta"):
-                model = cls(**model_config)
+                model = cls(**config["model_config"])  # image_size may be a JSON list: the model takes any pair
         except (TypeError, ValueError, KeyError) as err:
             raise ValueError(f"{source} has an invalid model_config: {err}") from err
         try:

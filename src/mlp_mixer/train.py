@@ -63,7 +63,7 @@ from .train_data import (
     shard_epoch,
 )
 from .variants import variant_config
-from .weights import load_checkpoint, load_model, model_from_config, resolve_checkpoint
+from .weights import load_checkpoint, load_model, resolve_checkpoint
 
 __all__ = [  # the settings' names, importable from here as before the split
     "DATA_DEFAULTS",
@@ -113,7 +113,7 @@ def build_model(
         )
     extra = dict(dropout=config.dropout, drop_path=config.drop_path)
     if checkpoint is not None:  # --resume
-        model = model_from_config({**checkpoint["model_config"], **extra})
+        model = MLPMixer(**{**checkpoint["model_config"], **extra})
         stored = list(checkpoint.get("classes", []))
         if stored != splits.classes:
             raise ValueError(
@@ -127,7 +127,7 @@ def build_model(
         loaded = load_model(config.init_from)
         stored_config = loaded.config()
         _check_sizes(config.replace(image_size=None), stored_config, f"--init-from {config.init_from}")
-        model = model_from_config({**stored_config, **extra})
+        model = MLPMixer(**{**stored_config, **extra})
         model.load_state_dict(loaded.state_dict())
         model.preprocessing = loaded.preprocessing
         if config.image_size is not None and (config.image_size, config.image_size) != tuple(model.image_size):

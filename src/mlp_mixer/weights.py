@@ -92,14 +92,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return checkpoint
 
 
-def model_from_config(config: dict[str, Any]) -> MLPMixer:
-    """A freshly initialised model from ``MLPMixer.config()`` (JSON gives lists where the model has tuples)."""
-    config = dict(config)
-    if isinstance(config.get("image_size"), list):
-        config["image_size"] = tuple(config["image_size"])
-    return MLPMixer(**config)
-
-
 def save_checkpoint(model: MLPMixer, path: str | Path, **extra: Any) -> Path:
     """A weights-only training-checkpoint ``.pt`` (model, config, classes, preprocessing), written atomically."""
     checkpoint = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import ints, names
+from .common import add_device_argument, ints, names
 
 HELP = "benchmark speed and memory against timm and other peers"
 
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", type=names, help=f"comma-separated, of {', '.join(TASKS)} (default: the plan's)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per call for infer/train/memory")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per model (medians are reported)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    add_device_argument(parser)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--output", default="benchmarks/results", help="directory for JSON, CSV and PNG")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG chart")

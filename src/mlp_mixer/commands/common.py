@@ -36,6 +36,23 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{text} (default: {shown.replace('%', '%%')})"  # argparse %-formats the help
 
 
+def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint``: whatever :func:`mlp_mixer.weights.from_pretrained` reads, the same for every verb."""
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a run folder (its best.pt), a .pt checkpoint, a pretrained folder, an official .npz, timm weights, "
+        "a Hub id or a URL",
+    )
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device``, as :func:`mlp_mixer.devices.resolve_device` reads it."""
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps (default: auto)"
+    )
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, variant: bool = True, defaults: str = "") -> None:
     """The seed's constructor options; with none given, the seed's configuration (or ``defaults``) is used."""
     if variant:

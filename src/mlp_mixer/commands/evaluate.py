@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_checkpoint_argument, add_device_argument
+
 HELP = "evaluate a checkpoint: top-1/top-5, per-class accuracy, confusion matrix"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint", required=True, help="a run folder (its best.pt), a .pt checkpoint or any pretrained source"
-    )
+    add_checkpoint_argument(parser)
     parser.add_argument(
         "--data",
         help="ImageFolder root, folder of class folders, CIFAR folder, or shards (their val split, or a brace pattern) "
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="report folder (default: <checkpoint folder>/eval)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader processes (default: one per core, <= 4)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda:N or mps")
+    add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 
 from ..export import FORMATS
+from .common import add_checkpoint_argument
 
 HELP = "export a checkpoint to ONNX, TorchScript or an ExportedProgram"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("output", metavar="OUT", help="file to write, e.g. model.onnx, model.pt, model.pt2")
-    parser.add_argument("--checkpoint", required=True, help="a run folder, a .pt checkpoint or a pretrained source")
+    add_checkpoint_argument(parser)
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="what to write")
     parser.add_argument("--int8", action="store_true", help="ONNX only: dynamic int8 weights (onnxruntime)")
     parser.add_argument("--no-verify", action="store_true", help="skip running the export to compare with PyTorch")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import ints
+from .common import add_checkpoint_argument, add_device_argument, ints
 
 HELP = "few-shot linear evaluation on frozen features"
 
@@ -14,9 +14,7 @@ HELP = "few-shot linear evaluation on frozen features"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..fewshot import L2_REG
 
-    parser.add_argument(
-        "--checkpoint", required=True, help="a run folder (its best.pt), a .pt checkpoint or any pretrained source"
-    )
+    add_checkpoint_argument(parser)
     parser.add_argument(
         "--data",
         default=None,
@@ -28,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block", type=int, default=None, help="features after this block (default: pre-logits)")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader processes (default: one per core, <= 4)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    add_device_argument(parser)
     parser.add_argument("--amp", action="store_true", help="bf16 autocast where the hardware supports it natively")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the report as JSON ('-': stdout) "
                         "(default: none)")  # fmt: skip

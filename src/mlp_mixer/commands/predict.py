@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 
+from .common import add_checkpoint_argument, add_device_argument
+
 HELP = "classify image files, folders or globs with a checkpoint"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (recursive) or glob patterns")
-    parser.add_argument(
-        "--checkpoint", required=True, help="a run folder, a .pt checkpoint or a pretrained source (gives classes)"
-    )
+    add_checkpoint_argument(parser)
     parser.add_argument("--topk", type=int, default=5, help="classes per image")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of one line per file")
-    parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda:0, ...")
+    add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from .. import serve
+from .common import add_checkpoint_argument, add_device_argument
 
 HELP = "serve a checkpoint over HTTP with dynamic batching and a web page"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="training checkpoint .pt or save_pretrained directory")
+    add_checkpoint_argument(parser)
     parser.add_argument(
         "--host",
         default="127.0.0.1",
@@ -28,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend", choices=serve.BACKENDS, default="torch", help="torch, or onnx via onnxruntime (default: torch)"
     )
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the library's own)")
-    parser.add_argument("--device", default="auto", help="torch backend: auto, cpu, cuda:0, ... (default: auto)")
+    add_device_argument(parser)  # the torch backend's
     parser.add_argument(
         "--max-body-mb",
         type=float,

@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import ints
+from .common import add_checkpoint_argument, ints
 
 HELP = "plot token-mixing weights and training curves of a checkpoint"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--checkpoint", required=True, help="a run folder (its best.pt), a .pt checkpoint or any pretrained source"
-    )
+    add_checkpoint_argument(parser)
     parser.add_argument("out_dir", metavar="OUT_DIR", help="folder for the PNGs and index.md")
     parser.add_argument(
         "--blocks",
