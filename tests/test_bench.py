@@ -65,6 +65,57 @@ def test_inference_fuses_channel_fc1_and_gelu_unless_watched(tiny_config, gelu):
     assert count_macs(model, (1, 3, 16, 16)) == count_macs(skeleton, (1, 3, 16, 16))  # fc1 counted
 
 
+@pytest.mark.parametrize("gelu", ["tanh", "exact"])
+def test_training_mlp_function_gives_autograds_gradients_bit_for_bit(tiny_config, gelu):
+    """On CPU each MLP trains through MLPFunction (gradients written over the saved GELU output); loss and every
+    gradient equal autograd's through the three modules exactly, and a watched model takes the modules' path."""
+    from torch.profiler import profile
+
+    from mlp_mixer import model as mixer
+
+    model = randomize(MLPMixer(**tiny_config, gelu=gelu)).train()
+    x, y = torch.randn(3, 3, 16, 16), torch.tensor([1, 4, 7])
+
+    def step(fused: bool) -> tuple[torch.Tensor, list[torch.Tensor], int]:
+        model.zero_grad()
+        predicate = mixer._unobserved_cpu_fp32
+        if not fused:
+            mixer._unobserved_cpu_fp32 = lambda mlp, x: False
+        try:
+            with profile() as prof:
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+        finally:
+            mixer._unobserved_cpu_fp32 = predicate
+        calls = sum(e.count for e in prof.key_averages() if e.key == "MLPFunction")
+        return loss.detach(), [p.grad.clone() for p in model.parameters()], calls
+
+    loss, grads, calls = step(fused=True)
+    plain_loss, plain_grads, plain_calls = step(fused=False)
+    assert calls == 2 * tiny_config["depth"] and plain_calls == 0  # token and channel mixing of every block
+    assert torch.equal(loss, plain_loss)
+    assert all(torch.equal(g, p) for g, p in zip(grads, plain_grads, strict=True))
+    handle = model.blocks[0].token_mixing.fc2.register_forward_hook(lambda *args: None)
+    assert step(fused=True)[2] == 2 * tiny_config["depth"] - 1
+    handle.remove()
+
+
+def test_mlp_function_passes_gradcheck():
+    """The custom backward against finite differences, in float64, for both Linear kinds."""
+    from mlp_mixer.model import MLPFunction
+
+    torch.manual_seed(0)
+    d = dict(dtype=torch.float64, requires_grad=True)
+    channel = (torch.randn(2, 3, 4, **d), torch.randn(5, 4, **d), torch.randn(5, **d), torch.randn(4, 5, **d))
+    token = (torch.randn(2, 3, 4, **d), torch.randn(5, 3, **d), torch.randn(5, **d), torch.randn(3, 5, **d))
+    for (x, w1, b1, w2), is_token in [(channel, False), (token, True)]:
+        b2 = torch.randn(w2.shape[0], **d)
+        for approximate in ("tanh", "none"):
+            assert torch.autograd.gradcheck(
+                lambda *t, a=approximate, k=is_token: MLPFunction.apply(*t, a, k), (x, w1, b1, w2, b2)
+            )
+
+
 def test_fast_path_block_equals_transposed_form(tiny_model):
     """A block under no_grad equals the seed's form: LayerNorm, transpose, Linear-GELU-Linear, transpose back."""
     randomize(tiny_model).eval()
