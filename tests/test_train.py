@@ -513,6 +513,34 @@ def test_sgd_linear_schedule_and_every_augmentation(tmp_path, folder):
     assert torch.equal(model.forward_features(x), model.forward_features(x))
 
 
+def test_no_aug_epochs_train_the_last_epochs_as_if_unaugmented(tmp_path, cifar, folder):
+    """With every augmentation on and --no-aug-epochs equal to --epochs, training equals a run with none, bit for
+    bit; with the last epoch clean, it differs from both; image files then get the held-out geometry."""
+    augmented = dict(affine=[15, 0.1, 0.2], hflip=0.5, mixup=0.8, cutmix=1.0)
+    plain = dict(affine=[0, 0, 0], hflip=0.0, mixup=0.0, cutmix=0.0)
+
+    def weights(name: str, **settings) -> dict:
+        train(TrainConfig(data=cifar, epochs=2, output=str(tmp_path / name), **FAST, **settings))
+        return load_checkpoint(tmp_path / name / "last.pt")["model"]
+
+    def same(a: dict, b: dict) -> bool:
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    none, clean = weights("none", **plain), weights("clean", **augmented, no_aug_epochs=2)
+    assert same(none, clean)
+    last = weights("last", **augmented, no_aug_epochs=1)
+    assert not same(last, none) and not same(last, weights("all", **augmented))
+
+    resolved = resolve_config(TrainConfig(data=folder, randaugment=[2, 9], no_aug_epochs=1, **FAST))
+    splits = T.open_data(resolved)
+    _, preprocessing, _ = T.build_model(resolved, splits)
+    T.attach_transforms(splits, resolved, preprocessing, augment=False)
+    assert splits.train.transform is splits.val.transform and splits.val.transform is not None
+    assert [T.augments(resolved, epoch) for epoch in range(resolved.epochs)][-2:] == [True, False]
+    with pytest.raises(ValueError, match="--no-aug-epochs"):
+        resolve_config(TrainConfig(epochs=3, no_aug_epochs=4))
+
+
 def test_lr_schedule_shape():
     factors = [T.lr_factor(s, total=100, warmup=10, sched="cosine", floor=0.01) for s in range(100)]
     assert factors[0] == pytest.approx(1 / 11) and factors[9] == pytest.approx(10 / 11) and factors[10] == 1.0

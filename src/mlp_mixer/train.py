@@ -55,6 +55,7 @@ from .train_config import (
 from .train_data import (
     BatchAugment,
     attach_transforms,
+    augments,
     epoch_batches,
     mix_seed,
     mixing,
@@ -264,7 +265,9 @@ def train_one_epoch(
     """
     config, device, model = run.config, run.device, run.model
     model.train()
-    augment = BatchAugment(config)
+    augmented = augments(config, run.epoch)
+    augment = BatchAugment(config) if augmented else None
+    mix = run.mix if augmented else None
     totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, images
     stats = EpochStats()
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -278,11 +281,15 @@ def train_one_epoch(
         if n > 0:
             labels = batch.labels.to(device, non_blocking=True)
             images = datalib.to_input(
-                batch.images, run.preprocessing, model.in_channels, device, augment=lambda x, g=generator: augment(x, g)
+                batch.images,
+                run.preprocessing,
+                model.in_channels,
+                device,
+                augment=None if augment is None else lambda x, g=generator: augment(x, g),
             )
             targets: torch.Tensor = labels
-            if run.mix is not None and n > 1:
-                images, targets = run.mix(images, labels)
+            if mix is not None and n > 1:
+                images, targets = mix(images, labels)
             run.optimizer.zero_grad(set_to_none=True)
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
@@ -618,6 +625,8 @@ def _train_in(
     try:
         with Interrupt() as interrupt:
             while run.epoch < config.epochs:
+                if not augments(config, run.epoch):  # the last --no-aug-epochs see held-out-style images
+                    attach_transforms(splits, config, run.preprocessing, augment=False)
                 stats = run_epoch(run, splits.train, interrupt)
                 skipped += stats.skipped
                 if not _all_finite(run.model):

@@ -66,6 +66,7 @@ class TrainConfig:
     randaugment: list[int] | None = None  # [num_ops, magnitude] of torchvision's RandAugment; None: off
     mixup: float | None = None  # alpha of mixup; 0: off
     cutmix: float | None = None  # alpha of cutmix; 0: off
+    no_aug_epochs: int | None = None  # the last N epochs train on unaugmented images (YOLOX's no_aug_epochs)
     # system
     amp: bool | None = None  # bf16 autocast
     compile: bool | None = None  # torch.compile the model
@@ -113,6 +114,7 @@ DEFAULTS: dict[str, Any] = dict(
     randaugment=None,
     mixup=0.0,
     cutmix=0.0,
+    no_aug_epochs=0,
     amp=False,
     compile=False,
     device="auto",
@@ -257,6 +259,8 @@ def check_config(c: TrainConfig) -> None:
     for name in ("epochs", "batch_size", "grad_accum"):
         if not isinstance(getattr(c, name), int) or getattr(c, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(c, name)!r}")
+    if not isinstance(c.no_aug_epochs, int) or not 0 <= c.no_aug_epochs <= c.epochs:
+        raise ValueError(f"--no-aug-epochs must be between 0 and --epochs ({c.epochs}), got {c.no_aug_epochs!r}")
     if c.grad_accum > c.batch_size:
         raise ValueError(f"--grad-accum {c.grad_accum} is larger than --batch-size {c.batch_size}")
     for name in (

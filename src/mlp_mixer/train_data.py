@@ -70,14 +70,26 @@ def shard_epoch(
     return datalib.iterate_stream(part, per_process, config.workers, device, steps=steps, skip=skip)
 
 
-def attach_transforms(splits: datalib.DataSplits, config: TrainConfig, preprocessing: Preprocessing) -> None:
+def augments(config: TrainConfig, epoch: int) -> bool:
+    """Whether epoch ``epoch`` (counted from 0) is augmented: all but the last ``no_aug_epochs``. Those train on
+    images as the held-out split sees them (no crop, RandAugment, affine, flip, mixup or cutmix)."""
+    return epoch < config.epochs - config.no_aug_epochs
+
+
+def attach_transforms(
+    splits: datalib.DataSplits, config: TrainConfig, preprocessing: Preprocessing, augment: bool = True
+) -> None:
     """Per-sample transforms (in workers): image files get a random resized crop (train) or the eval resize and
-    crop (held-out); RandAugment on request. Everything else happens on whole batches (:class:`BatchAugment`)."""
+    crop (held-out, and training without ``augment``); RandAugment on request. Everything else happens on whole
+    batches (:class:`BatchAugment`)."""
     files = splits.native_size is None
     size = tuple(preprocessing.image_size)
     ra = tuple(config.randaugment) if config.randaugment else None
-    splits.train.transform = datalib.train_geometry(size if files else None, config.crop_scale, ra)
     splits.val.transform = datalib.eval_geometry(preprocessing) if files else None
+    if augment:
+        splits.train.transform = datalib.train_geometry(size if files else None, config.crop_scale, ra)
+    else:
+        splits.train.transform = splits.val.transform
 
 
 class BatchAugment:

@@ -93,6 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     option(g, "--randaugment", "NUM_OPS,MAGNITUDE of torchvision's RandAugment, e.g. 2,9")
     option(g, "--mixup", "mixup alpha (0: off)", type=float)
     option(g, "--cutmix", "cutmix alpha (0: off)", type=float)
+    option(g, "--no-aug-epochs", "the last N epochs train on images as held-out sees them (YOLOX's)", type=int)
     g = parser.add_argument_group("system")
     option(g, "--amp", "bf16 autocast (where bf16 is native)", **switch)
     option(g, "--compile", "torch.compile the model (CUDA; on CPU it is slower and stays off, with a note)", **switch)
