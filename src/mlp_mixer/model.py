@@ -82,18 +82,17 @@ class FeedForward(nn.Module):
         self.drop2 = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fc1, fc2 = self.fc1, self.fc2
         if _unobserved_cpu_fp32(self, x):
-            if not (torch.is_grad_enabled() and (x.requires_grad or self.fc1.weight.requires_grad)):
-                if type(self.fc1) is nn.Linear:
-                    # Inference: fc1 and GELU as one oneDNN call, GELU applied to each output tile while it is in
-                    # cache. Both GELU forms cost about the same there, so the official tanh GELU does not pay for
-                    # ATen's slow tanh-GELU kernel (docs/bench.md), and the pass over the widest activation is gone.
-                    x = torch.ops.mkldnn._linear_pointwise(
-                        x, self.fc1.weight, self.fc1.bias, "gelu", [], self.act.approximate
-                    )
-                    return self.drop2(self.fc2(self.drop1(x)))
-            elif not (self.training and self.drop1.p > 0):
-                fc1, fc2, token = self.fc1, self.fc2, type(self.fc1) is TokenLinear
+            grad = torch.is_grad_enabled() and (x.requires_grad or fc1.weight.requires_grad)
+            if not grad and type(fc1) is nn.Linear:
+                # Inference: fc1 and GELU as one oneDNN call, GELU applied to each output tile while it is in cache.
+                # Both GELU forms cost about the same there, so the official tanh GELU does not pay for ATen's slow
+                # tanh-GELU kernel (docs/bench.md), and the pass over the widest activation is gone.
+                x = torch.ops.mkldnn._linear_pointwise(x, fc1.weight, fc1.bias, "gelu", [], self.act.approximate)
+                return self.drop2(fc2(self.drop1(x)))
+            if grad and not (self.training and self.drop1.p > 0):
+                token = type(fc1) is TokenLinear
                 return MLPFunction.apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.act.approximate, token)
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
