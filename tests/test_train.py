@@ -538,7 +538,8 @@ def test_no_aug_epochs_train_the_last_epochs_as_if_unaugmented(tmp_path, cifar, 
     assert splits.train.transform is splits.val.transform and splits.val.transform is not None
     assert [T.augments(resolved, epoch) for epoch in range(resolved.epochs)][-2:] == [True, False]
     with pytest.raises(ValueError, match="--no-aug-epochs"):
-        resolve_config(TrainConfig(epochs=3, no_aug_epochs=4))
+        resolve_config(TrainConfig(epochs=3, no_aug_epochs=-1))
+    assert not T.augments(resolve_config(TrainConfig(epochs=2, no_aug_epochs=3)), 0)  # all clean, not an error
 
 
 def test_lr_schedule_shape():

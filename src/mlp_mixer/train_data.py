@@ -71,7 +71,8 @@ def shard_epoch(
 
 
 def augments(config: TrainConfig, epoch: int) -> bool:
-    """Whether epoch ``epoch`` (counted from 0) is augmented: all but the last ``no_aug_epochs``. Those train on
+    """Whether epoch ``epoch`` (counted from 0) is augmented: all but the last ``no_aug_epochs`` (none when that is
+    ``epochs`` or more: a short ``--epochs`` on a recipe with clean final epochs). Those train on
     images as the held-out split sees them (no crop, RandAugment, affine, flip, mixup or cutmix)."""
     return epoch < config.epochs - config.no_aug_epochs
 
