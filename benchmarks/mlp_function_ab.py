@@ -1,0 +1,68 @@
+"""Interleaved A/B of one training step (the bench's ``train_runner``: forward, cross-entropy, backward, AdamW):
+our model with ``MLPFunction``, the same model with it off (a no-op forward hook on each ``fc1`` sends every MLP
+through its three modules), and timm's Mixer, all with the erf GELU.
+
+    python benchmarks/mlp_function_ab.py B/16 4 --threads 2   # config, repeats
+"""
+
+import argparse
+import time
+
+import timm
+import torch
+
+from mlp_mixer import MLPMixer
+from mlp_mixer.bench import train_runner
+from mlp_mixer.devices import machine_info
+from mlp_mixer.model import FeedForward
+from mlp_mixer.variants import VARIANTS
+
+TIMM = {"S/16": "mixer_s16_224", "B/16": "mixer_b16_224"}
+
+
+def ours(config: str, mlp_function: bool) -> torch.nn.Module:
+    model = MLPMixer(**VARIANTS[config], gelu="exact")
+    if not mlp_function:
+        for module in model.modules():
+            if isinstance(module, FeedForward):
+                module.fc1.register_forward_hook(lambda *args: None)
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", choices=sorted(TIMM))
+    parser.add_argument("repeats", type=int)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    x, y, cpu = torch.randn(32, 3, 224, 224), torch.randint(0, 1000, (32,)), torch.device("cpu")
+    models = {
+        "ours": ours(args.config, True),
+        "ours without MLPFunction": ours(args.config, False),
+        "timm": timm.create_model(TIMM[args.config], num_classes=1000),
+    }
+    steps = {name: train_runner(model, "eager", cpu, x, y) for name, model in models.items()}
+    for step in steps.values():
+        step()  # warm-up
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            seconds[name].append(time.perf_counter() - start)
+    median = {name: sorted(s)[len(s) // 2] for name, s in seconds.items()}
+    info = machine_info(cpu)
+    where = f"{info['cpu']} ({info['cpu_capability']})"
+    print(f"{args.config}, batch 32, {args.threads} threads, {args.repeats} repeats, {where}")
+    for name, s in seconds.items():
+        print(f"  {name:26s} median {median[name]:.2f} s  ({', '.join(f'{t:.2f}' for t in s)})")
+    print(
+        f"  timm / ours {median['timm'] / median['ours']:.3f}; MLPFunction speed-up "
+        f"{median['ours without MLPFunction'] / median['ours']:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
