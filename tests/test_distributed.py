@@ -224,7 +224,11 @@ def test_ddp_matches_one_process_and_resumes_on_any_count(runs):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     command += ["-m", "mlp_mixer", "train", "--resume", str(ddp), "--output", str(root / "resumed_2")]
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("epoch 2/2") == 1, done.stdout  # rank 0 alone prints

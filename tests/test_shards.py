@@ -361,6 +361,7 @@ def _env() -> dict:
     return {
         **os.environ,
         "OMP_NUM_THREADS": "1",
+        "PYTHONFAULTHANDLER": "1",  # a native abort in a rank prints its threads' stacks into the failure message
         "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
     }
 
