@@ -1,18 +1,18 @@
-"""Interleaved A/B of one training step (the bench's ``train_runner``: forward, cross-entropy, backward, AdamW):
-our model with ``MLPFunction``, the same model with it off (a no-op forward hook on each ``fc1`` sends every MLP
-through its three modules), and timm's Mixer, all with the erf GELU.
+"""Interleaved A/B of one training step (the bench's ``train_runner``: forward, cross-entropy, backward, AdamW,
+timed by its ``time_interleaved``): our model with ``MLPFunction``, the same model with it off (a no-op forward
+hook on each ``fc1`` sends every MLP through its three modules), and timm's Mixer, all with the erf GELU.
 
     python benchmarks/mlp_function_ab.py B/16 4 --threads 2   # config, repeats
 """
 
 import argparse
-import time
+import statistics
 
 import timm
 import torch
 
 from mlp_mixer import MLPMixer
-from mlp_mixer.bench import train_runner
+from mlp_mixer.bench import time_interleaved, train_runner
 from mlp_mixer.devices import machine_info
 from mlp_mixer.model import FeedForward
 from mlp_mixer.variants import VARIANTS
@@ -44,15 +44,8 @@ def main() -> None:
         "timm": timm.create_model(TIMM[args.config], num_classes=1000),
     }
     steps = {name: train_runner(model, "eager", cpu, x, y) for name, model in models.items()}
-    for step in steps.values():
-        step()  # warm-up
-    seconds: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(args.repeats):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            seconds[name].append(time.perf_counter() - start)
-    median = {name: sorted(s)[len(s) // 2] for name, s in seconds.items()}
+    _, seconds = time_interleaved(steps, args.repeats, cpu)  # an untimed first call, then rotating repeats
+    median = {name: statistics.median(s) for name, s in seconds.items()}
     info = machine_info(cpu)
     where = f"{info['cpu']} ({info['cpu_capability']})"
     print(f"{args.config}, batch 32, {args.threads} threads, {args.repeats} repeats, {where}")

@@ -3,12 +3,12 @@
 python benchmarks/plot_default_runs.py   # writes benchmarks/results/default_run/curves_vs_40ep.png
 """
 
-import csv
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
 from mlp_mixer.plots import save_figure
+from mlp_mixer.run_dir import read_log
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = {  # folder: label
@@ -21,8 +21,8 @@ def main() -> Path:
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.subplots()
     for folder, label in RUNS.items():
-        rows = list(csv.DictReader((RESULTS / folder / "log.csv").open()))
-        ax.plot([int(r["epoch"]) for r in rows], [100 * float(r["val_top1"]) for r in rows], label=label)
+        rows = read_log(RESULTS / folder / "log.csv")
+        ax.plot([r["epoch"] for r in rows], [100 * r["val_top1"] for r in rows], label=label)
     ax.set(xlabel="epoch (4,000 digits each)", ylabel="held-out top-1 (%)", ylim=(90, 100), title="default run")
     ax.axhline(98.5, color="grey", lw=0.8, ls="--")
     ax.grid(alpha=0.3)
