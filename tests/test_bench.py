@@ -100,6 +100,48 @@ def test_training_mlp_function_gives_autograds_gradients_bit_for_bit(tiny_config
     handle.remove()
 
 
+@pytest.mark.parametrize("onednn", [True, False])
+def test_large_channel_gemms_follow_onednn_gemm(tiny_config, monkeypatch, onednn):
+    """With every GEMM counted as large, ONEDNN_GEMM sends channel mixing's four training GEMMs (fc1, fc2 and
+    the two input gradients) and inference's fc2 to oneDNN; logits and gradients match the modules' MKL path to
+    fp32 rounding. Off, no GEMM goes there but inference's fused fc1+GELU."""
+    from torch.profiler import profile
+
+    from mlp_mixer import model as mixer
+
+    monkeypatch.setattr(mixer, "ONEDNN_GEMM", onednn)
+    monkeypatch.setattr(mixer, "ONEDNN_MIN_MACS", 0)
+    model = randomize(MLPMixer(**tiny_config)).train()
+    x, y = torch.randn(3, 3, 16, 16), torch.tensor([1, 4, 7])
+
+    def onednn_calls(run):
+        with profile() as prof:
+            out = run()
+        return out, sum(e.count for e in prof.key_averages() if e.key == "mkldnn::_linear_pointwise")
+
+    def grads() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    (loss, fast), calls = onednn_calls(grads)
+    assert calls == (4 * tiny_config["depth"] if onednn else 0)
+    handles = [m.fc1.register_forward_hook(lambda *args: None) for m in model.modules() if hasattr(m, "fc1")]
+    (plain_loss, plain), plain_calls = onednn_calls(grads)  # hooks: the three modules, ATen's GEMMs
+    assert plain_calls == 0
+    torch.testing.assert_close(loss, plain_loss)
+    for g, p in zip(fast, plain, strict=True):
+        torch.testing.assert_close(g, p, rtol=1e-4, atol=1e-6)
+    model.eval()
+    with torch.no_grad():
+        plain_logits = model(x)
+        [h.remove() for h in handles]
+        logits, calls = onednn_calls(lambda: model(x))
+    assert calls == tiny_config["depth"] * (2 if onednn else 1)
+    torch.testing.assert_close(logits, plain_logits, rtol=1e-4, atol=1e-5)
+
+
 def test_mlp_function_passes_gradcheck():
     """The custom backward against finite differences, in float64, for both Linear kinds."""
     from mlp_mixer.model import MLPFunction

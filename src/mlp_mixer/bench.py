@@ -46,6 +46,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from tqdm import tqdm
 
+from . import model as mixer
 from .devices import machine_info, native_bf16, resolve_device
 from .files import write_text
 from .model import MLPMixer
@@ -763,7 +764,8 @@ def format_report(result: dict[str, Any]) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     header = (
         f"{m['gpu'] or m['cpu']} ({m['cpu_capability']}, flags: {' '.join(m['cpu_bf16_flags']) or 'none'}, "
-        f"native bf16: {m['native_bf16']}), {m['threads']} threads of {m['cores']} cores; {versions}; "
+        f"native bf16: {m['native_bf16']}{', our fp32 GEMMs: ' + m['cpu_gemm'] if 'cpu_gemm' in m else ''}), "
+        f"{m['threads']} threads of {m['cores']} cores; {versions}; "
         f"malloc: {m.get('malloc', 'default')}; load average {m['loadavg']} before, {m['loadavg_after']} after; "
         f"{m['seconds']} s; "
         f"batch {result['batch_size']}, medians of {result['repeats']} timed calls (fewer where the plan says)"
@@ -865,6 +867,8 @@ def benchmark(
     device = resolve_device(device) if isinstance(device, str) else device
     plan = tuple(plan)
     machine = machine_info(device)
+    if device.type == "cpu":
+        machine["cpu_gemm"] = "oneDNN for large channel-mixing GEMMs" if mixer.ONEDNN_GEMM else "MKL"
     total = sum(
         (len(c.models) * len(c.modes) + 1) * len(set(c.tasks) - {"memory"}) * ((c.repeats or repeats) + 1) for c in plan
     )

@@ -30,6 +30,11 @@ def cpu_flags() -> set[str]:
     return set((_cpuinfo("flags") or "").split())
 
 
+def cpu_vendor() -> str | None:
+    """/proc/cpuinfo's vendor_id ("GenuineIntel", "AuthenticAMD"; None where there is none)."""
+    return _cpuinfo("vendor_id")
+
+
 def cpu_model() -> str:
     """The CPU's name, recorded with every timing: /proc/cpuinfo's model name, else what platform says."""
     return _cpuinfo("model name") or platform.processor() or platform.machine()
@@ -91,6 +96,7 @@ def machine_info(device: torch.device | None = None) -> dict[str, Any]:
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "cpu": cpu_model(),
+        "cpu_vendor": cpu_vendor(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile", "amx_int8", "avx512f"}),
         "native_bf16": native_bf16(device),

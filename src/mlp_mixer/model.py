@@ -22,11 +22,17 @@ from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_h
 from torch.utils import _python_dispatch
 from torch.utils.checkpoint import checkpoint
 
+from .devices import cpu_vendor
 from .pretrained import Preprocessing, Pretrained
 from .variants import variant_config
 
 LAYER_NORM_EPS = 1e-6  # flax nn.LayerNorm default, used by every official checkpoint
 GELU_FORMS = {"tanh": "tanh", "exact": "none"}  # our name -> torch's nn.GELU(approximate=...)
+# Where large fp32 GEMMs of channel mixing run (CPU, see cpu_linear). On AMD CPUs MKL runs slower code than on
+# Intel's; oneDNN's GEMM was 1.1-1.5x faster there (AVX-512 and AVX2 alike) from ~2.7e8 multiply-adds up, and a
+# tie or slower below ~1e8 (docs/bench.md). Intel CPUs keep MKL, where it was not measured to lose.
+ONEDNN_GEMM = cpu_vendor() == "AuthenticAMD"
+ONEDNN_MIN_MACS = 2**27
 
 
 def _pair(size: int | tuple[int, int], name: str) -> tuple[int, int]:
@@ -34,6 +40,15 @@ def _pair(size: int | tuple[int, int], name: str) -> tuple[int, int]:
     if h <= 0 or w <= 0:
         raise ValueError(f"{name} must be positive, got {size}")
     return int(h), int(w)
+
+
+def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``nn.functional.linear`` on CPU, in oneDNN where :data:`ONEDNN_GEMM` says its GEMM is the faster one (fp32,
+    at least :data:`ONEDNN_MIN_MACS` multiply-adds), else in ATen (MKL)."""
+    rows = x.numel() // x.shape[-1]
+    if ONEDNN_GEMM and x.dtype == torch.float32 and rows * weight.numel() >= ONEDNN_MIN_MACS:
+        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight.contiguous(), bias, "none", [], "")
+    return nn.functional.linear(x, weight, bias)
 
 
 class TokenLinear(nn.Linear):
@@ -90,7 +105,7 @@ class FeedForward(nn.Module):
                 # Both GELU forms cost about the same there, so the official tanh GELU does not pay for ATen's slow
                 # tanh-GELU kernel (docs/bench.md), and the pass over the widest activation is gone.
                 x = torch.ops.mkldnn._linear_pointwise(x, fc1.weight, fc1.bias, "gelu", [], self.act.approximate)
-                return self.drop2(fc2(self.drop1(x)))
+                return self.drop2(cpu_linear(self.drop1(x), fc2.weight, fc2.bias))
             if grad and not (self.training and self.drop1.p > 0):
                 token = type(fc1) is TokenLinear
                 return MLPFunction.apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.act.approximate, token)
@@ -124,7 +139,8 @@ class MLPFunction(torch.autograd.Function):
     dL/dh is written over dL/da (ATen's GELU backward, in place). Above 32 MB glibc maps every new buffer fresh
     from the kernel, so this spares page faults as well as memory: S/16 training steps ~3% faster on one thread
     (docs/bench.md). Saved tensors are not touched, so ``retain_graph`` and gradcheck work; the gradients are bit
-    for bit those of the three modules. ``token``: the Linears are :class:`TokenLinear` (``W @ x``).
+    for bit those of the three modules, unless :func:`cpu_linear` sends channel mixing's large GEMMs to oneDNN
+    (then equal to fp32 rounding). ``token``: the Linears are :class:`TokenLinear` (``W @ x``).
     """
 
     @staticmethod
@@ -136,9 +152,9 @@ class MLPFunction(torch.autograd.Function):
             y = torch.baddbmm(b2[:, None], w2.expand(len(x), -1, -1), a)
         else:  # (..., C) -> (N, D_C) -> (..., C)
             x = x.reshape(-1, shape[-1])
-            h = torch.addmm(b1, x, w1.t())
+            h = cpu_linear(x, w1, b1)
             a = nn.functional.gelu(h, approximate=approximate)
-            y = torch.addmm(b2, a, w2.t()).view(*shape[:-1], -1)
+            y = cpu_linear(a, w2, b2).view(*shape[:-1], -1)
         ctx.save_for_backward(x, w1, w2, h, a)
         ctx.approximate, ctx.token, ctx.shape = approximate, token, shape
         return y
@@ -162,11 +178,11 @@ class MLPFunction(torch.autograd.Function):
             g = grad.reshape(-1, grad.shape[-1])
             gw2 = g.t().mm(a) if need_w2 else None
             gb2 = g.sum(0) if need_b2 else None
-            ga = torch.mm(g, w2)
+            ga = cpu_linear(g, w2.t())
             gh = torch.ops.aten.gelu_backward.grad_input(ga, h, approximate=ctx.approximate, grad_input=ga)
             gw1 = gh.t().mm(x) if need_w1 else None
             gb1 = gh.sum(0) if need_b1 else None
-            gx = gh.mm(w1).view(ctx.shape) if need_x else None
+            gx = cpu_linear(gh, w1.t()).view(ctx.shape) if need_x else None
         return gx, gw1, gb1, gw2, gb2, None, None
 
 
