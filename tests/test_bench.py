@@ -109,6 +109,8 @@ def test_large_channel_gemms_follow_onednn_gemm(tiny_config, monkeypatch, onednn
 
     from mlp_mixer import model as mixer
 
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("needs oneDNN")
     monkeypatch.setattr(mixer, "ONEDNN_GEMM", onednn)
     monkeypatch.setattr(mixer, "ONEDNN_MIN_MACS", 0)
     model = randomize(MLPMixer(**tiny_config)).train()
