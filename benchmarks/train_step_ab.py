@@ -1,6 +1,6 @@
 """Interleaved A/B of one training step (the bench's ``train_runner``: forward, cross-entropy, backward, AdamW,
 timed by its ``time_interleaved``), all with the erf GELU: our model; the same model with its channel-mixing GEMMs
-in MKL instead of oneDNN (``model.ONEDNN_GEMM`` off during its steps; the same model where that is already off);
+in MKL (``model.ONEDNN_GEMM`` off during its steps; where it is already off, as on Intel, this equals ours);
 the same model with ``MLPFunction`` off (a no-op forward hook on each ``fc1`` sends every MLP through its three
 modules); and timm's Mixer.
 

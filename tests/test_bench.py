@@ -138,7 +138,8 @@ def test_large_channel_gemms_follow_onednn_gemm(tiny_config, monkeypatch, onednn
     model.eval()
     with torch.no_grad():
         plain_logits = model(x)
-        [h.remove() for h in handles]
+        for handle in handles:
+            handle.remove()
         logits, calls = onednn_calls(lambda: model(x))
     assert calls == tiny_config["depth"] * (2 if onednn else 1)
     torch.testing.assert_close(logits, plain_logits, rtol=1e-4, atol=1e-5)
