@@ -12,8 +12,8 @@ import statistics
 import torch
 
 from mlp_mixer.bench import time_interleaved
-from mlp_mixer.devices import machine_info
-from mlp_mixer.variants import variant_config
+from mlp_mixer.model.variants import variant_config
+from mlp_mixer.utils.devices import machine_info
 
 
 def shapes(spec: str) -> tuple[int, int, int]:

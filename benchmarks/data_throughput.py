@@ -22,10 +22,10 @@ import torch
 from torchvision.io import encode_jpeg
 
 from mlp_mixer import data as D
-from mlp_mixer.devices import machine_info
-from mlp_mixer.files import write_json, write_text
+from mlp_mixer.data.shards import open_shards
 from mlp_mixer.model import create_model
-from mlp_mixer.shards import open_shards
+from mlp_mixer.utils.devices import machine_info
+from mlp_mixer.utils.files import write_json, write_text
 
 # timm's published training throughput of mixer_b16_224 (AMP, batch 256, RTX 3090, PyTorch 1.12 / CUDA 11.3):
 # huggingface/pytorch-image-models results/benchmark-train-amp-nchw-pt112-cu113-rtx3090.csv

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from mlp_mixer.devices import cpu_model
+from mlp_mixer.utils.devices import cpu_model
 
 
 def run(processes: int, threads: int, flags: list[str], output: Path) -> dict:

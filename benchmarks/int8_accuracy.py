@@ -25,9 +25,9 @@ import onnxruntime as ort
 import torch
 
 from mlp_mixer.data import embedded_mnist, eval_transform
-from mlp_mixer.devices import cpu_model
-from mlp_mixer.export import export
-from mlp_mixer.quantize import quantize_dynamic_int8
+from mlp_mixer.inference.export import export
+from mlp_mixer.inference.quantize import quantize_dynamic_int8
+from mlp_mixer.utils.devices import cpu_model
 from mlp_mixer.weights import load_model
 
 Runner = Callable[[torch.Tensor], torch.Tensor]

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from mlp_mixer.plots import save_figure
-from mlp_mixer.run_dir import read_log
+from mlp_mixer.analysis.plots import read_log, save_figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = {  # folder: label

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 
 from mlp_mixer import data as datalib
-from mlp_mixer.evaluate import evaluate_model
-from mlp_mixer.resize import resize_model
+from mlp_mixer.analysis.evaluate import evaluate_model
 from mlp_mixer.train import TrainConfig, train
 from mlp_mixer.weights import LoadedModel, load_model, save_pretrained
+from mlp_mixer.weights.resize import resize_model
 
 SIZES = dict(patch_size=7, dim=128, depth=4, token_dim=64, channel_dim=256)  # 28/7 = 4, 42/7 = 6, 56/7 = 8
 CASES = [(28, None), (56, "blockdiag"), (56, "blockdiag-strided"), (56, "interpolate"), (42, "interpolate")]

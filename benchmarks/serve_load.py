@@ -36,8 +36,8 @@ import torch
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlp_mixer.devices import cpu_model
-from mlp_mixer.variants import create_model
+from mlp_mixer.model.variants import create_model
+from mlp_mixer.utils.devices import cpu_model
 from mlp_mixer.weights import Preprocessing, save_pretrained
 
 ROOT = Path(__file__).parent.parent
@@ -84,7 +84,7 @@ def free_port() -> int:
 
 def start_server(checkpoint: Path, port: int, backend: str, threads: int, batching: dict, cache: Path):
     code = (
-        "import sys, json; from mlp_mixer.serve import serve; "
+        "import sys, json; from mlp_mixer.inference.serve import serve; "
         "serve(sys.argv[1], log_level='warning', **json.loads(sys.argv[2]))"
     )
     options = dict(port=port, backend=backend, threads=threads, device="cpu", onnx_cache=str(cache), **batching)

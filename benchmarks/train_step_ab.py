@@ -15,11 +15,11 @@ import timm
 import torch
 
 from mlp_mixer import MLPMixer
-from mlp_mixer import model as model_module
 from mlp_mixer.bench import time_interleaved, train_runner
-from mlp_mixer.devices import machine_info
 from mlp_mixer.model import FeedForward
-from mlp_mixer.variants import VARIANTS
+from mlp_mixer.model import mixer as model_module
+from mlp_mixer.model.variants import VARIANTS
+from mlp_mixer.utils.devices import machine_info
 
 TIMM = {"S/16": "mixer_s16_224", "B/16": "mixer_b16_224"}
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mlp_mixer import MLPMixer
-from mlp_mixer.pretrained import Preprocessing
-from mlp_mixer.variants import TINY
+from mlp_mixer.model.pretrained import Preprocessing
+from mlp_mixer.model.variants import TINY
 
 
 @pytest.fixture(autouse=True)

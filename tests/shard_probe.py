@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from mlp_mixer import data as D
-from mlp_mixer import distributed
-from mlp_mixer.train_config import TrainConfig
-from mlp_mixer.train_data import open_data, shard_epoch
+from mlp_mixer.train import distributed
+from mlp_mixer.train.config import TrainConfig
+from mlp_mixer.train.inputs import open_data, shard_epoch
 
 
 def keys(batches) -> list[list[str]]:

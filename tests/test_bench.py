@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from mlp_mixer import MLPMixer
-from mlp_mixer.variants import TINY
+from mlp_mixer.model.variants import TINY
 
 
 def randomize(model: nn.Module, seed: int = 1) -> nn.Module:
@@ -40,7 +40,7 @@ def test_inference_fuses_channel_fc1_and_gelu_unless_watched(tiny_config, gelu):
     FLOP counting and autograd get the unfused modules."""
     from torch.profiler import profile
 
-    from mlp_mixer.summary import count_macs
+    from mlp_mixer.analysis.summary import count_macs
 
     if not torch.backends.mkldnn.is_available():
         pytest.skip("needs oneDNN")
@@ -71,7 +71,7 @@ def test_training_mlp_function_gives_autograds_gradients_bit_for_bit(tiny_config
     gradient equal autograd's through the three modules exactly, and a watched model takes the modules' path."""
     from torch.profiler import profile
 
-    from mlp_mixer import model as mixer
+    from mlp_mixer.model import mixer
 
     model = randomize(MLPMixer(**tiny_config, gelu=gelu)).train()
     x, y = torch.randn(3, 3, 16, 16), torch.tensor([1, 4, 7])
@@ -107,7 +107,7 @@ def test_large_channel_gemms_follow_onednn_gemm(tiny_config, monkeypatch, onednn
     fp32 rounding. Off, no GEMM goes there but inference's fused fc1+GELU."""
     from torch.profiler import profile
 
-    from mlp_mixer import model as mixer
+    from mlp_mixer.model import mixer
 
     if not torch.backends.mkldnn.is_available():
         pytest.skip("needs oneDNN")
@@ -147,7 +147,7 @@ def test_large_channel_gemms_follow_onednn_gemm(tiny_config, monkeypatch, onednn
 
 def test_mlp_function_passes_gradcheck():
     """The custom backward against finite differences, in float64, for both Linear kinds."""
-    from mlp_mixer.model import MLPFunction
+    from mlp_mixer.model.mixer import MLPFunction
 
     torch.manual_seed(0)
     d = dict(dtype=torch.float64, requires_grad=True)
@@ -223,7 +223,8 @@ def test_lucidrains_has_the_papers_widths_not_its_swapped_defaults():
      ("AVX512", {"avx512f", "avx512_bf16"}, True), ("DEFAULT", {"amx_bf16"}, False)],
 )  # fmt: skip
 def test_native_bf16_needs_avx512_and_bf16_flags(monkeypatch, capability, flags, expected):
-    from mlp_mixer import bench, devices
+    from mlp_mixer import bench
+    from mlp_mixer.utils import devices
 
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(devices, "cpu_flags", lambda: flags)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from mlp_mixer import data as D
-from mlp_mixer.weights import Preprocessing
+from mlp_mixer.model.pretrained import Preprocessing
 
 RNG = np.random.default_rng(0)
 

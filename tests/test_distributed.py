@@ -20,8 +20,7 @@ import torch
 import torch.multiprocessing as mp
 
 from mlp_mixer import data as D
-from mlp_mixer import distributed
-from mlp_mixer.train import TrainConfig, train
+from mlp_mixer.train import TrainConfig, distributed, train
 
 TOL = 1e-5
 

@@ -148,7 +148,7 @@ def test_offline_examples_run(tmp_path, monkeypatch, capsys):
             skipped.append(where)
             continue
         if argv[0] == "train" and "--resume" in argv:  # continue the small run for one more epoch
-            from mlp_mixer.weights import load_checkpoint, resolve_checkpoint
+            from mlp_mixer.weights.checkpoint import load_checkpoint, resolve_checkpoint
 
             done = load_checkpoint(resolve_checkpoint(argv[argv.index("--resume") + 1], ("last.pt",)))["epoch"]
             argv = [*argv, "--epochs", str(done + 1), "--threads", "1"]

@@ -10,9 +10,10 @@ from test_data import make_folder
 
 from mlp_mixer import MLPMixer
 from mlp_mixer import data as D
+from mlp_mixer.analysis.evaluate import EvalResult, evaluate, evaluate_model
 from mlp_mixer.commands import main
-from mlp_mixer.evaluate import EvalResult, evaluate, evaluate_model
-from mlp_mixer.weights import Preprocessing, atomic_save
+from mlp_mixer.model.pretrained import Preprocessing
+from mlp_mixer.utils.files import atomic_save
 
 TINY = dict(in_channels=3, dim=16, num_classes=6, patch_size=4, image_size=16, depth=2, token_dim=8, channel_dim=32)
 CLASSES = ["ant", "bee", "cat", "dog", "eel", "owl"]

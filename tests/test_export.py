@@ -10,8 +10,8 @@ from conftest import save_pretrained
 
 from mlp_mixer import MLPMixer
 from mlp_mixer.commands import main
-from mlp_mixer.export import export, metadata_path
-from mlp_mixer.weights import Preprocessing
+from mlp_mixer.inference.export import export, metadata_path
+from mlp_mixer.model.pretrained import Preprocessing
 
 TINY = dict(in_channels=3, dim=32, num_classes=10, patch_size=4, image_size=16, depth=2, token_dim=16, channel_dim=64)
 CLASSES = [f"c{i}" for i in range(10)]
@@ -130,7 +130,7 @@ def test_cli_export_errors(checkpoint, tmp_path, flags, message, capsys):
 
 
 def test_an_export_that_disagrees_is_not_written(checkpoint, tmp_path, monkeypatch):
-    import mlp_mixer.export as export_module
+    import mlp_mixer.inference.export as export_module
 
     real = export_module.load_exported
 

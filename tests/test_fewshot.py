@@ -8,8 +8,7 @@ import torch
 from conftest import save_pretrained
 
 from mlp_mixer import MLPMixer
-from mlp_mixer.commands import main
-from mlp_mixer.fewshot import (
+from mlp_mixer.analysis.fewshot import (
     BIAS_CONSTANT,
     STD_EPS,
     extract_features,
@@ -18,7 +17,8 @@ from mlp_mixer.fewshot import (
     pooled_features,
     sample_shots,
 )
-from mlp_mixer.weights import Preprocessing
+from mlp_mixer.commands import main
+from mlp_mixer.model.pretrained import Preprocessing
 
 
 def _whitened_design(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

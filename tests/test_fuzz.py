@@ -27,8 +27,8 @@ from test_data import write_cifar
 
 from mlp_mixer import MLPMixer
 from mlp_mixer.commands import main
-from mlp_mixer.variants import TINY
-from mlp_mixer.weights import save_checkpoint, save_official_npz, to_timm_state_dict
+from mlp_mixer.model.variants import TINY
+from mlp_mixer.weights.checkpoint import save_checkpoint, save_official_npz, to_timm_state_dict
 
 SEED = int(os.environ.get("FUZZ_SEED", 1234))  # another seed explores other cases: FUZZ_SEED=7 pytest ...
 CASE_SECONDS = 20  # a case taking longer counts as a hang
@@ -277,9 +277,9 @@ def test_fuzz_timm_state_dicts(world, tmp_path, capsys):
 
 def test_fuzz_yaml_configs(world, tmp_path, capsys, monkeypatch):
     """The settings path of `train --config` (parse, merge, resolve, load the data) with training stubbed."""
-    from mlp_mixer import train as train_module
-    from mlp_mixer.train_config import FIELDS, resolve_config
-    from mlp_mixer.train_data import open_data
+    from mlp_mixer.train import loop as train_module
+    from mlp_mixer.train.config import FIELDS, resolve_config
+    from mlp_mixer.train.inputs import open_data
 
     def checked_train(config):
         config = resolve_config(config)
@@ -307,9 +307,9 @@ def test_fuzz_yaml_configs(world, tmp_path, capsys, monkeypatch):
 
 
 def test_fuzz_cifar_batches(world, tmp_path, capsys, monkeypatch):
-    from mlp_mixer import train as train_module
-    from mlp_mixer.train_config import resolve_config
-    from mlp_mixer.train_data import open_data
+    from mlp_mixer.train import loop as train_module
+    from mlp_mixer.train.config import resolve_config
+    from mlp_mixer.train.inputs import open_data
 
     def checked_train(config):
         open_data(resolve_config(config))

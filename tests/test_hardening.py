@@ -23,11 +23,11 @@ from test_data import make_folder
 from mlp_mixer import MLPMixer
 from mlp_mixer import data as D
 from mlp_mixer.commands import main
-from mlp_mixer.pretrained import hub_id
-from mlp_mixer.run_dir import RunLock
+from mlp_mixer.model.pretrained import hub_id
+from mlp_mixer.model.variants import TINY
 from mlp_mixer.train import TrainConfig, train
-from mlp_mixer.train_config import load_config_file
-from mlp_mixer.variants import TINY
+from mlp_mixer.train.config import load_config_file
+from mlp_mixer.train.run_dir import RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {k: v for k, v in TINY.items() if k not in ("in_channels", "num_classes")}  # the data sets those
@@ -41,7 +41,9 @@ TRAIN_FLAGS = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()] + ["--ep
 def test_a_second_run_into_a_busy_folder_is_refused_naming_the_holder(folder, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    code = f"import pathlib, time; from mlp_mixer.run_dir import RunLock; lock = RunLock(pathlib.Path({str(out)!r}))"
+    code = (
+        f"import pathlib, time; from mlp_mixer.train.run_dir import RunLock; lock = RunLock(pathlib.Path({str(out)!r}))"
+    )
     holder = subprocess.Popen(  # another process holds the folder, as a running `train` does
         [sys.executable, "-c", f"{code}; print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True
     )
@@ -67,7 +69,7 @@ def test_the_lock_is_released_however_a_run_ends(folder, tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("a bug mid-run")
 
-    monkeypatch.setattr("mlp_mixer.train.train_one_epoch", crash)
+    monkeypatch.setattr("mlp_mixer.train.loop.train_one_epoch", crash)
     with pytest.raises(RuntimeError, match="a bug mid-run"):
         train(TrainConfig(data=str(folder), output=str(out), resume=str(out), epochs=3, **FAST))
     RunLock(out).release()  # an exception after the folder was taken: free again too
@@ -131,7 +133,7 @@ def test_a_recursive_glob_does_not_follow_link_loops(tmp_path):
     os.symlink("..", tmp_path / "photos" / "a" / "up")  # two back-links: glob.glob(recursive=True) never returns
     os.symlink("../..", tmp_path / "photos" / "a" / "upup")
     pattern = str(tmp_path / "photos" / "**" / "*.png")
-    code = f"from mlp_mixer.predict import expand_paths; print(len(expand_paths([{pattern!r}])[0]))"
+    code = f"from mlp_mixer.inference.predict import expand_paths; print(len(expand_paths([{pattern!r}])[0]))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "2"
 
@@ -223,7 +225,7 @@ def test_messages_name_the_input_and_never_suggest_unsafe_loading(tiny_model, tm
 
 
 def test_timm_weights_for_one_channel_get_one_channel_preprocessing(tmp_path):
-    from mlp_mixer.weights import load_model, to_timm_state_dict
+    from mlp_mixer.weights.checkpoint import load_model, to_timm_state_dict
 
     model = MLPMixer(**{**TINY, "in_channels": 1})
     torch.save(to_timm_state_dict(model), tmp_path / "gray.pth")

@@ -6,6 +6,7 @@ import cannot hide a circle.
 
 import argparse
 import ast
+import re
 import importlib
 import subprocess
 import sys
@@ -16,22 +17,38 @@ import pytest
 import mlp_mixer
 
 PACKAGE = Path(mlp_mixer.__file__).parent
+ROOT = PACKAGE.parents[1]
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
 
-# Each module may import only modules of a lower layer (docs/architecture.md draws this).
-LAYERS = {
-    0: ["variants", "files", "devices", "quantize", "seed_mixer"],  # leaves: nothing of ours
-    1: ["pretrained"],  # what travels with weights: preprocessing, classes, the Hugging Face layout
-    2: ["model", "shards"],  # the paper · WebDataset shards as bytes (written, indexed, split over readers)
-    3: ["weights", "data", "plots", "summary"],
-    4: ["mlp_mixer", "resize", "distributed", "evaluate", "predict", "export", "fewshot", "train_config"],
-    5: ["train_data", "optim", "run_dir", "bench", "serve"],
-    6: ["train", "viz"],
-    7: ["commands.common"],
-    8: [f"commands.{p.stem}" for p in (PACKAGE / "commands").glob("*.py") if p.stem not in ("__init__", "common")],
-    9: ["commands"],
-    10: ["__main__"],
-}
-LAYER = {name: layer for layer, names in LAYERS.items() for name in names}
+
+def layer_table() -> list[tuple[int, str, list[str]]]:
+    """(layer, folder, modules) rows of docs/architecture.md's table: the one statement of the layout."""
+    rows = []
+    for line in ARCHITECTURE.read_text().splitlines():
+        match = re.match(r"\|\s*(\d+)\s*\|\s*`([\w/]+)`\s*\|[^|]*\|([^|]*)\|\s*$", line)
+        if match:
+            rows.append((int(match[1]), match[2].rstrip("/"), re.findall(r"`(\w+)`", match[3])))
+    return rows
+
+
+def _layers() -> dict[str, int]:
+    """module name (relative to the package) -> its layer; a folder's __init__ is its folder's."""
+    layer = {}
+    for number, folder, modules in layer_table():
+        if folder == "mlp_mixer":
+            layer.update({("mlp_mixer" if m == "__init__" else m): number for m in modules})
+        else:
+            layer[folder] = number
+            layer.update({f"{folder}.{m}": number for m in modules})
+    return layer
+
+
+LAYER = _layers()
+FOLDER_LAYER = {folder: number for number, folder, _ in layer_table() if folder != "mlp_mixer"}
+
+
+def _folder(module: str) -> str:
+    return module.split(".")[0] if module.split(".")[0] in FOLDER_LAYER else module
 
 
 def _module_name(path: Path) -> str:
@@ -68,18 +85,26 @@ def import_graph() -> dict[str, set[str]]:
     return graph
 
 
-def test_every_module_has_a_layer():
+def test_every_module_has_a_layer_and_every_listed_module_exists():
     assert set(import_graph()) == set(LAYER)
 
 
 def test_imports_run_one_way_from_the_leaves_up():
+    """Within a folder, anything (the circle test below still holds); across folders, only to a lower layer."""
     wrong = [
         f"{a} (layer {LAYER[a]}) imports {b} (layer {LAYER[b]})"
         for a, edges in import_graph().items()
         for b in edges
-        if LAYER[b] >= LAYER[a]
+        if _folder(a) != _folder(b) and LAYER[b] >= LAYER[a]
     ]
     assert not wrong
+
+
+def test_readme_names_the_folders_in_the_tables_order():
+    text = (ROOT / "README.md").read_text()
+    development = text[text.index("## Development") :]
+    named = list(dict.fromkeys(re.findall(r"`(\w+)/`", development.split("\n\n")[1])))
+    assert named == list(FOLDER_LAYER)
 
 
 def test_no_import_circle():
@@ -114,13 +139,13 @@ def test_argparse_only_in_the_command_layer():
     assert not offenders
 
 
-@pytest.mark.parametrize("module", ["mlp_mixer.predict", "mlp_mixer.export"])
+@pytest.mark.parametrize("module", ["mlp_mixer.inference.predict", "mlp_mixer.inference.export"])
 def test_inference_does_not_load_training_or_the_command_line(module):
     # torch itself imports argparse (through unittest), so the check is on our modules that would bring it
     code = f"import sys, {module}; print(' '.join(m for m in sys.modules if m.startswith('mlp_mixer')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert module in loaded
-    assert not [m for m in loaded if m.startswith(("mlp_mixer.train", "mlp_mixer.commands", "mlp_mixer.optim"))]
+    assert not [m for m in loaded if m.startswith(("mlp_mixer.train", "mlp_mixer.commands"))]
 
 
 def _verb_parsers():
@@ -147,7 +172,7 @@ def test_every_flag_has_a_help_line_that_shows_its_default():
 
 
 def test_help_shows_the_resolved_training_defaults():
-    from mlp_mixer.train_config import DATA_DEFAULTS, DEFAULTS
+    from mlp_mixer.train.config import DATA_DEFAULTS, DEFAULTS
 
     text = dict(_verb_parsers())["train"].format_help()
     assert f"{DATA_DEFAULTS['mnist']['lr']} on the embedded MNIST" in " ".join(text.split())

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mlp_mixer import SEED, MLPMixer
-from mlp_mixer.model import init_weights
+from mlp_mixer.model.mixer import init_weights
 
 
 def numpy_gelu(x: np.ndarray, form: str) -> np.ndarray:
@@ -253,8 +253,8 @@ def test_forward_errors(tiny_model, shape, message):
 def test_seed_constant_builds_the_seeds_own_model():
     """SEED against the seed's code (re-typed in mlp_mixer.seed_mixer): same parameters, same logits."""
     pytest.importorskip("einops")
-    from mlp_mixer.seed_mixer import MLPMixer as SeedMixer
-    from mlp_mixer.seed_mixer import to_seed_state_dict
+    from mlp_mixer.model.seed import MLPMixer as SeedMixer
+    from mlp_mixer.model.seed import to_seed_state_dict
 
     ours = MLPMixer(**{**SEED, "gelu": "exact"}).eval()  # the seed's nn.GELU() is the erf form
     randomize(ours)

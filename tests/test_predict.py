@@ -11,8 +11,9 @@ from PIL import Image
 from mlp_mixer import MLPMixer
 from mlp_mixer.commands import main
 from mlp_mixer.data import eval_transform, read_image
-from mlp_mixer.predict import Predictor, expand_paths
-from mlp_mixer.weights import Preprocessing, atomic_save
+from mlp_mixer.inference.predict import Predictor, expand_paths
+from mlp_mixer.model.pretrained import Preprocessing
+from mlp_mixer.utils.files import atomic_save
 
 TINY = dict(in_channels=3, dim=32, num_classes=10, patch_size=4, image_size=16, depth=2, token_dim=16, channel_dim=64)
 CLASSES = [f"class_{c}" for c in "abcdefghij"]

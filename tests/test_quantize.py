@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from mlp_mixer import MLPMixer
-from mlp_mixer.model import TokenLinear
-from mlp_mixer.quantize import int8_layer_names, quantize_dynamic_int8
+from mlp_mixer.inference.quantize import int8_layer_names, quantize_dynamic_int8
+from mlp_mixer.model.mixer import TokenLinear
 
 TINY = dict(in_channels=3, dim=32, num_classes=10, patch_size=4, image_size=16, depth=2, token_dim=16, channel_dim=64)
 

@@ -6,8 +6,8 @@ from conftest import save_pretrained
 
 from mlp_mixer import MLPMixer
 from mlp_mixer.commands import main
-from mlp_mixer.resize import resize_model
-from mlp_mixer.weights import load_model
+from mlp_mixer.weights.checkpoint import load_model
+from mlp_mixer.weights.resize import resize_model
 
 
 def _randomized(config: dict, seed: int = 0) -> MLPMixer:

@@ -28,9 +28,10 @@ import torch
 from PIL import Image
 
 from mlp_mixer import MLPMixer
-from mlp_mixer.predict import Predictor
-from mlp_mixer.serve import MicroBatcher, create_app, make_server
-from mlp_mixer.weights import Preprocessing, atomic_save
+from mlp_mixer.inference.predict import Predictor
+from mlp_mixer.inference.serve import MicroBatcher, create_app, make_server
+from mlp_mixer.model.pretrained import Preprocessing
+from mlp_mixer.utils.files import atomic_save
 
 TINY = dict(in_channels=3, dim=32, num_classes=10, patch_size=4, image_size=16, depth=2, token_dim=16, channel_dim=64)
 CLASSES = [f"class_{c}" for c in "abcdefghij"]
@@ -276,7 +277,9 @@ def free_port() -> int:
 
 def test_sigterm_answers_requests_in_flight_and_refuses_new_ones(checkpoint, images, expected):
     port = free_port()
-    code = f"import sys; from mlp_mixer.serve import serve; serve(sys.argv[1], port={port}, log_level='warning')"
+    code = (
+        f"import sys; from mlp_mixer.inference.serve import serve; serve(sys.argv[1], port={port}, log_level='warning')"
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen([sys.executable, "-c", code, str(checkpoint)], env=env)
     url, data, signalled = f"http://127.0.0.1:{port}", images[0].read_bytes(), threading.Event()

@@ -22,11 +22,11 @@ import yaml
 from torchvision.io import encode_jpeg, encode_png
 
 from mlp_mixer import data as D
-from mlp_mixer import shards as S
-from mlp_mixer import train as T
 from mlp_mixer.commands import main as cli
-from mlp_mixer.files import write_json
+from mlp_mixer.data import shards as S
 from mlp_mixer.train import TrainConfig, train
+from mlp_mixer.train import loop as T
+from mlp_mixer.utils.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_FLAGS = ["--dim", "16", "--depth", "1", "--token-dim", "8", "--channel-dim", "16", "--patch-size", "4"]
@@ -330,8 +330,8 @@ def test_resume_on_shards_repeats_the_uninterrupted_run(shards, shard_run, tmp_p
 
 
 def test_eval_and_fewshot_read_shards(shards, shard_run, tmp_path, capsys):
-    from mlp_mixer.evaluate import evaluate
-    from mlp_mixer.fewshot import fewshot
+    from mlp_mixer.analysis.evaluate import evaluate
+    from mlp_mixer.analysis.fewshot import fewshot
 
     held_out = json.loads((shard_run / "eval.json").read_text())
     report = evaluate(shard_run, shards, tmp_path / "e1", workers=2, device="cpu")  # the index's val split

@@ -14,12 +14,12 @@ import torch
 from test_data import make_folder, write_cifar
 from torchvision.transforms import v2
 
-from mlp_mixer import train as T
 from mlp_mixer.commands import main
 from mlp_mixer.commands import train as train_command
-from mlp_mixer.devices import native_bf16
-from mlp_mixer.train import TrainConfig, resolve_config, train
-from mlp_mixer.weights import load_checkpoint, load_model
+from mlp_mixer.train import loop as T
+from mlp_mixer.train.loop import TrainConfig, resolve_config, train
+from mlp_mixer.utils.devices import native_bf16
+from mlp_mixer.weights.checkpoint import load_checkpoint, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 # A model small enough that a step takes milliseconds: 2 blocks on 4x4 = 16 patches of a 16x16 image.
@@ -377,7 +377,7 @@ def test_checkpoint_mismatches_fail_before_training(tmp_path, cifar, folder):
         train(TrainConfig(init_from=str(out / "last.pt"), data=folder, model="S/16", workers=0))
     assert load_checkpoint(out / "last.pt")["epoch"] == 1  # untouched
     with pytest.raises(ValueError, match="classes the checkpoint does not know: cat, dog, owl"):
-        from mlp_mixer.evaluate import evaluate
+        from mlp_mixer.analysis.evaluate import evaluate
 
         evaluate(out / "last.pt", data=folder)
 

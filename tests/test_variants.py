@@ -3,8 +3,8 @@
 import pytest
 
 from mlp_mixer import PAPER_VARIANTS, VARIANTS, count_parameters, create_model
-from mlp_mixer.summary import count_macs, variants_table
-from mlp_mixer.variants import canonical_name
+from mlp_mixer.analysis.summary import count_macs, variants_table
+from mlp_mixer.model.variants import canonical_name
 
 TABLE_1_MILLIONS = {"S/32": 19, "S/16": 18, "B/32": 60, "B/16": 59, "L/32": 206, "L/16": 207, "H/14": 431}
 

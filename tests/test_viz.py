@@ -6,8 +6,8 @@ import torch
 from conftest import save_pretrained
 
 from mlp_mixer import MLPMixer
+from mlp_mixer.analysis.viz import mosaic, pair_units, select_blocks, spatial_frequency, token_mixing_units, viz
 from mlp_mixer.commands import main
-from mlp_mixer.viz import mosaic, pair_units, select_blocks, spatial_frequency, token_mixing_units, viz
 
 # A non-square patch grid (2 x 4) catches a transposed reshape
 GRID_CONFIG = dict(
@@ -93,7 +93,7 @@ def run_dir(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mlp_mixer.weights import atomic_save
+    from mlp_mixer.utils.files import atomic_save
 
     torch.manual_seed(0)
     model = MLPMixer(**GRID_CONFIG)

@@ -15,7 +15,7 @@ from conftest import save_pretrained
 import mlp_mixer
 from mlp_mixer import VARIANTS, MLPMixer
 from mlp_mixer.commands import main
-from mlp_mixer.weights import (
+from mlp_mixer.weights.checkpoint import (
     Preprocessing,
     atomic_save,
     config_from_state_dict,
@@ -435,7 +435,7 @@ def test_hub_ids_are_parsed_and_fetched_through_huggingface_hub(tmp_path, monkey
         return str(directory / filename)
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
-    monkeypatch.setattr("mlp_mixer.pretrained._hub_reachable", lambda: True)
+    monkeypatch.setattr("mlp_mixer.model.pretrained._hub_reachable", lambda: True)
     for name in ("timm/mixer_b16_224.goog_in21k_ft_in1k", "hf-hub:timm/mixer_b16_224.goog_in21k_ft_in1k"):
         loaded = mlp_mixer.from_pretrained(name)
         assert loaded.gelu == "tanh" and loaded.preprocessing.interpolation == "bicubic"

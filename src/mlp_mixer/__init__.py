@@ -1,15 +1,20 @@
 """mlp-mixer: the MLP-Mixer architecture (arXiv 2105.01601) for PyTorch, and the tools around it.
 
-The library is the modules of this package (see docs/architecture.md); the ``mlp-mixer`` command lives apart, in
-:mod:`mlp_mixer.commands`, and nothing in the library imports it.
+The library is the subpackages of this package, one layer each (docs/architecture.md draws them): ``utils``,
+``model``, ``weights``, ``data``, ``analysis``, ``train``, ``inference``, ``bench``; the ``mlp-mixer`` command
+lives on top, in :mod:`mlp_mixer.commands`, and nothing in the library imports it.
 """
 
+import importlib
+import importlib.abc
+import importlib.util
+import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from .model import FeedForward, MixerBlock, MLPMixer, count_parameters, create_model
-from .pretrained import Preprocessing
-from .variants import PAPER_VARIANTS, SEED, VARIANTS
-from .weights import from_pretrained
+from .model.mixer import FeedForward, MixerBlock, MLPMixer, count_parameters, create_model
+from .model.pretrained import Preprocessing
+from .model.variants import PAPER_VARIANTS, SEED, VARIANTS
+from .weights.checkpoint import from_pretrained
 
 __all__ = [
     "FeedForward",
@@ -27,3 +32,51 @@ try:
     __version__ = version("mlp-mixer")  # pyproject.toml is the one place the version is written
 except PackageNotFoundError:  # a source tree on sys.path without an install
     __version__ = "0+unknown"
+
+# Modules that lived side by side in this folder before the subpackages (issue 21): the old import paths that
+# users, the README and the docs wrote keep working, as the same module objects (monkeypatching either name
+# patches both). New code imports the new paths.
+MOVED = {
+    "devices": "utils.devices",
+    "files": "utils.files",
+    "variants": "model.variants",
+    "seed_mixer": "model.seed",
+    "pretrained": "model.pretrained",
+    "resize": "weights.resize",
+    "shards": "data.shards",
+    "train_config": "train.config",
+    "train_data": "train.inputs",
+    "optim": "train.optim",
+    "run_dir": "train.run_dir",
+    "distributed": "train.distributed",
+    "predict": "inference.predict",
+    "export": "inference.export",
+    "quantize": "inference.quantize",
+    "serve": "inference.serve",
+    "evaluate": "analysis.evaluate",
+    "fewshot": "analysis.fewshot",
+    "viz": "analysis.viz",
+    "summary": "analysis.summary",
+    "plots": "analysis.plots",
+}
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``import mlp_mixer.predict`` -> the module ``mlp_mixer.inference.predict``, under both names."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        prefix, _, name = fullname.partition(".")
+        if prefix == __name__ and name in MOVED:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        module = importlib.import_module(f"{__name__}.{MOVED[spec.name.partition('.')[2]]}")
+        self._spec = module.__spec__  # the import system sets __spec__ to the alias's: put the real one back
+        return module
+
+    def exec_module(self, module):
+        module.__spec__ = self._spec
+
+
+sys.meta_path.append(_MovedModuleFinder())

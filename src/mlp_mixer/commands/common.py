@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..variants import SEED, VARIANTS, variant_config
+from ..model.variants import SEED, VARIANTS, variant_config
 
 MODEL_SIZE_FIELDS = (
     "dim",
@@ -37,7 +37,7 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
-    """``--checkpoint``: whatever :func:`mlp_mixer.weights.from_pretrained` reads, the same for every verb."""
+    """``--checkpoint``: whatever :func:`~mlp_mixer.weights.from_pretrained` reads, the same for every verb."""
     parser.add_argument(
         "--checkpoint",
         required=True,
@@ -47,7 +47,7 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    """``--device``, as :func:`mlp_mixer.devices.resolve_device` reads it."""
+    """``--device``, as :func:`mlp_mixer.utils.devices.resolve_device` reads it."""
     parser.add_argument(
         "--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps (default: auto)"
     )

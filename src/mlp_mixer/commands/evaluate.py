@@ -1,4 +1,4 @@
-"""``mlp-mixer eval``: evaluate a checkpoint (:func:`mlp_mixer.evaluate.evaluate`)."""
+"""``mlp-mixer eval``: evaluate a checkpoint (:func:`mlp_mixer.analysis.evaluate.evaluate`)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate
+    from ..analysis.evaluate import evaluate
 
     report = evaluate(args.checkpoint, args.data, args.output, args.batch_size, args.workers, args.device)
     width = max(len(name) for name in report["per_class"]) if report["per_class"] else 5

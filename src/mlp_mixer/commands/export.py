@@ -1,10 +1,10 @@
-"""``mlp-mixer export``: ONNX, TorchScript or ExportedProgram, verified (:func:`mlp_mixer.export.export`)."""
+"""``mlp-mixer export``: ONNX, TorchScript or ExportedProgram, verified (:func:`mlp_mixer.inference.export.export`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..export import FORMATS
+from ..inference.export import FORMATS
 from .common import add_checkpoint_argument
 
 HELP = "export a checkpoint to ONNX, TorchScript or an ExportedProgram"
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import FP32_TOLERANCE, VERIFY_BATCH_SIZES, export, metadata_path
+    from ..inference.export import FP32_TOLERANCE, VERIFY_BATCH_SIZES, export, metadata_path
 
     path, difference = export(args.checkpoint, args.output, args.format, int8=args.int8, verify=not args.no_verify)
     print(f"wrote {path} and {metadata_path(path)}")

@@ -1,4 +1,4 @@
-"""``mlp-mixer fewshot``: the paper's few-shot linear evaluation (:func:`mlp_mixer.fewshot.fewshot`)."""
+"""``mlp-mixer fewshot``: the paper's few-shot linear evaluation (:func:`mlp_mixer.analysis.fewshot.fewshot`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ HELP = "few-shot linear evaluation on frozen features"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..fewshot import L2_REG
+    from ..analysis.fewshot import L2_REG
 
     add_checkpoint_argument(parser)
     parser.add_argument(
@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..fewshot import fewshot, format_report
-    from ..files import write_json
+    from ..analysis.fewshot import fewshot, format_report
+    from ..utils.files import write_json
 
     report = fewshot(
         args.checkpoint,

@@ -1,4 +1,4 @@
-"""``mlp-mixer graph``: the model graph for TensorBoard (:func:`mlp_mixer.summary.write_graph`)."""
+"""``mlp-mixer graph``: the model graph for TensorBoard (:func:`mlp_mixer.analysis.summary.write_graph`)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..model import MLPMixer
-    from ..summary import write_graph
+    from ..analysis.summary import write_graph
+    from ..model.mixer import MLPMixer
 
     logdir = write_graph(MLPMixer(**model_config_from_args(args)), args.logdir)
     print(f"graph written to {logdir}; view it with: tensorboard --logdir {logdir}")

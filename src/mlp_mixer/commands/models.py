@@ -1,4 +1,4 @@
-"""``mlp-mixer models``: the paper's variants (:func:`mlp_mixer.summary.variants_table`)."""
+"""``mlp-mixer models``: the paper's variants (:func:`mlp_mixer.analysis.summary.variants_table`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..summary import format_variants, variants_table
+    from ..analysis.summary import format_variants, variants_table
 
     print(format_variants(variants_table(args.image_size)))
     return 0

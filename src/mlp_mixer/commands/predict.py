@@ -1,4 +1,4 @@
-"""``mlp-mixer predict``: classify image files (:class:`mlp_mixer.predict.Predictor`)."""
+"""``mlp-mixer predict``: classify image files (:class:`mlp_mixer.inference.predict.Predictor`)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the predictions; exit code 1 when any input failed, so scripts notice."""
-    from ..predict import Predictor, format_predictions
+    from ..inference.predict import Predictor, format_predictions
 
     predictor = Predictor(args.checkpoint, device=args.device)
     predictions = predictor.predict(args.paths, topk=args.topk, batch_size=args.batch_size)

@@ -1,10 +1,10 @@
-"""``mlp-mixer resize``: a trained Mixer at a new resolution (:func:`mlp_mixer.resize.resize_checkpoint`)."""
+"""``mlp-mixer resize``: a trained Mixer at a new resolution (:func:`mlp_mixer.weights.resize.resize_checkpoint`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from ..resize import METHODS
+from ..weights.resize import METHODS
 from .common import parse_size
 
 HELP = "change a trained Mixer's input resolution"
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..resize import resize_checkpoint
+    from ..weights.resize import resize_checkpoint
 
     old, new = resize_checkpoint(args.checkpoint, args.image_size, args.output, args.method)
     print(

@@ -1,10 +1,10 @@
-"""``mlp-mixer serve``: a checkpoint behind HTTP with dynamic batching (the work is in :mod:`mlp_mixer.serve`)."""
+"""``mlp-mixer serve``: a checkpoint behind HTTP with dynamic batching (:mod:`mlp_mixer.inference.serve`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from .. import serve
+from ..inference import serve
 from .common import add_checkpoint_argument, add_device_argument
 
 HELP = "serve a checkpoint over HTTP with dynamic batching and a web page"

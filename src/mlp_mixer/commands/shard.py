@@ -8,7 +8,7 @@ HELP = "write a dataset (folder, CIFAR, the embedded MNIST) as WebDataset tar sh
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..shards import DEFAULT_SHARD_SIZE, SPLITS
+    from ..data.shards import DEFAULT_SHARD_SIZE, SPLITS
 
     parser.add_argument(
         "src", metavar="SRC", help="what train --data reads: an ImageFolder root, a CIFAR folder, or 'embedded' (MNIST)"
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import write_shards
-    from ..devices import default_workers
+    from ..utils.devices import default_workers
 
     workers = default_workers() if args.workers is None else args.workers
     index = write_shards(

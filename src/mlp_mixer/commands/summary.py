@@ -1,4 +1,4 @@
-"""``mlp-mixer summary``: the layer table of a model (:func:`mlp_mixer.summary.summary`)."""
+"""``mlp-mixer summary``: the layer table of a model (:func:`mlp_mixer.analysis.summary.summary`)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..model import MLPMixer
-    from ..summary import summary
+    from ..analysis.summary import summary
+    from ..model.mixer import MLPMixer
 
     model = MLPMixer(**model_config_from_args(args))
     print(summary(model, (args.batch_size, model.in_channels, *model.image_size)))

@@ -1,7 +1,7 @@
-"""``mlp-mixer train``: train and evaluate (:func:`mlp_mixer.train.train`).
+"""``mlp-mixer train``: train and evaluate (:func:`mlp_mixer.train.loop.train`).
 
 Every flag defaults to "unset" so that a ``--config`` file and the recipe can fill it; the help shows the value an
-unset flag resolves to, read from :mod:`mlp_mixer.train_config` (the one place those defaults are written).
+unset flag resolves to, read from :mod:`mlp_mixer.train.config` (the one place those defaults are written).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..train_config import DATA_DEFAULTS, DEFAULTS, FIELDS, RECIPES, TrainConfig, load_config_file, resolve_config
+from ..train.config import DATA_DEFAULTS, DEFAULTS, FIELDS, RECIPES, TrainConfig, load_config_file, resolve_config
 
 HELP = "train (and evaluate) a Mixer; no arguments: the embedded MNIST default"
 
@@ -128,7 +128,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import train
+    from ..train.loop import train
 
     metrics = train(config_from_args(args))
     return {"completed": 0, "interrupted": 130, "nan": 1}[metrics["status"]]

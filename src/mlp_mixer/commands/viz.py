@@ -1,4 +1,4 @@
-"""``mlp-mixer viz``: pictures of what a checkpoint learned (:func:`mlp_mixer.viz.viz`)."""
+"""``mlp-mixer viz``: pictures of what a checkpoint learned (:func:`mlp_mixer.analysis.viz.viz`)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..viz import viz
+    from ..analysis.viz import viz
 
     for path in viz(args.checkpoint, args.out_dir, args.blocks, args.max_units):
         print(path)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .files import atomic_write, write_json
+from ..utils.files import atomic_write, write_json
 
 INDEX_NAME = "index.json"
 FORMAT = "mlp-mixer webdataset shards"

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .model import MLPMixer, count_parameters, create_model
-from .variants import VARIANTS
+from ..model.mixer import MLPMixer, count_parameters, create_model
+from ..model.variants import VARIANTS
 
 
 @dataclass

@@ -7,7 +7,7 @@ whole batches into normalised floats (and augments them) in one place, on the tr
 - CIFAR-10/100 in their python-pickle folders (:func:`load_cifar`), read without executing pickle code;
 - a folder of images in the ImageFolder layout (:func:`scan_image_folder`), decoded by content with
   torchvision; an image that cannot be decoded is skipped and counted (:class:`FolderDataset`);
-- WebDataset tar shards with their index (:mod:`mlp_mixer.shards`), streamed and decoded in DataLoader workers
+- WebDataset tar shards with their index (:mod:`mlp_mixer.data.shards`), streamed and decoded in DataLoader workers
   (:class:`ShardImages`, :func:`iterate_stream`); :func:`write_shards` writes them from any other source.
 """
 
@@ -35,8 +35,8 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
+from ..model.pretrained import Preprocessing
 from . import shards as shardlib
-from .pretrained import Preprocessing
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 VAL_DIR_NAMES = ("val",)  # the held-out split of an ImageFolder root: ROOT/train/<class>/..., ROOT/val/<class>/...
@@ -249,13 +249,13 @@ class FolderDataset(Dataset):
 
 
 class ShardImages(IterableDataset):
-    """Images streamed from WebDataset shards (:mod:`mlp_mixer.shards`) and decoded where they are read: in the
+    """Images streamed from WebDataset shards (:mod:`mlp_mixer.data.shards`) and decoded where they are read: in the
     DataLoader workers. Yields ``(uint8 image, label, key)``; an image that cannot be decoded yields
     ``(None, reason)`` (skipped and counted, as :class:`FolderDataset`), a shard that breaks the format yields
     ``(None, ShardError)`` and ends that reader (:func:`iterate_stream` raises it in the main process).
 
     Which images a reader reads, and in which order, follows from ``seed``, ``epoch``, ``shuffle``, ``rank`` and
-    ``world`` (set before each epoch) and the DataLoader worker it runs in (:func:`mlp_mixer.shards.reader_samples`).
+    ``world`` (set before each epoch) and the DataLoader worker it runs in (:func:`.shards.reader_samples`).
     ``transform`` is seeded per image from (``epoch_seed``, key), so augmentation does not depend on who reads it.
     """
 
@@ -742,7 +742,7 @@ def unreadable_classes(
 
 
 def shard_splits(data: str | Path, in_channels: int | None = None) -> DataSplits:
-    """The train and held-out splits of shards (see :func:`mlp_mixer.shards.open_shards`): the index's ``train``
+    """The train and held-out splits of shards (see :func:`mlp_mixer.data.shards.open_shards`): the index's ``train``
     and ``val`` splits; a brace pattern selects the training shards (the held-out ones, when it names none, are
     the index's ``val``)."""
     found = shardlib.open_shards(data)

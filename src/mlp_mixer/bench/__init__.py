@@ -8,7 +8,8 @@ Tasks: ``infer`` (images/s at ``--batch-size``), ``latency`` (batch 1), ``train`
 step at ``--batch-size``) and ``memory`` (peak memory of that training step, with and without activation
 checkpointing). Modes: ``eager`` fp32, ``compile`` (``torch.compile`` fp32; inductor freezing for inference),
 ``bf16`` (autocast; only where bf16 is native, see :func:`native_bf16`) and ``int8``
-(:func:`mlp_mixer.quantize.quantize_dynamic_int8`, CPU only). ``ours`` computes exact (erf) GELU, as the peers do,
+(:func:`~mlp_mixer.inference.quantize.quantize_dynamic_int8`, CPU only). ``ours`` computes exact (erf) GELU,
+as the peers do,
 so that all compute the same function; ``ours-tanh`` is the same model with the official tanh GELU, what
 ``MLPMixer`` gives by default.
 
@@ -46,14 +47,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from tqdm import tqdm
 
-from . import model as mixer
-from .devices import machine_info, native_bf16, resolve_device
-from .files import write_text
-from .model import MLPMixer
-from .plots import save_figure
-from .summary import count_macs
-from .variants import SEED, TINY, variant_config
-from .weights import to_timm_state_dict
+from ..analysis.plots import save_figure
+from ..analysis.summary import count_macs
+from ..model import mixer
+from ..model.mixer import MLPMixer
+from ..model.variants import SEED, TINY, variant_config
+from ..utils.devices import machine_info, native_bf16, resolve_device
+from ..utils.files import write_text
+from ..weights.checkpoint import to_timm_state_dict
 
 MODELS = ("ours", "ours-tanh", "timm", "lucidrains", "seed")
 MODES = ("eager", "compile", "bf16", "int8")
@@ -209,7 +210,7 @@ def _peer(name: str, ours: MLPMixer) -> nn.Module:
     elif name == "seed":
         if h != w:
             raise ValueError(f"the seed's Mixer takes square images only, got image_size {(h, w)}")
-        from . import seed_mixer as seed  # needs einops, as the seed's code does
+        from ..model import seed  # needs einops, as the seed's code does
 
         keys = ("in_channels", "dim", "num_classes", "patch_size", "depth", "token_dim", "channel_dim")
         model = seed.MLPMixer(image_size=h, **{k: c[k] for k in keys})
@@ -270,7 +271,7 @@ def mode_skip_reason(mode: str, task: str, device: torch.device) -> str | None:
 def inference_runner(model: nn.Module, mode: str, device: torch.device, x: torch.Tensor) -> Callable[[], Any]:
     """A no-argument call that runs one forward pass of ``model`` in ``mode`` on ``x``."""
     if mode == "int8":
-        from .quantize import quantize_dynamic_int8  # written alongside; a missing module skips the mode
+        from ..inference.quantize import quantize_dynamic_int8  # written alongside; a missing module skips the mode
 
         model = quantize_dynamic_int8(model)
     if mode == "compile":

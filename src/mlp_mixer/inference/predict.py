@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .data import IMAGE_EXTENSIONS, eval_transform, read_image
-from .devices import resolve_device
-from .weights import load_model
+from ..data import IMAGE_EXTENSIONS, eval_transform, read_image
+from ..utils.devices import resolve_device
+from ..weights.checkpoint import load_model
 
 GLOB_CHARS = "*?["
 
@@ -84,7 +84,7 @@ class Predictor:
     """A checkpoint ready to classify image files; ``Predictor(checkpoint).predict(paths)``.
 
     Args:
-        checkpoint: anything :func:`mlp_mixer.weights.from_pretrained` reads: a run folder, a training checkpoint
+        checkpoint: anything :func:`mlp_mixer.from_pretrained` reads: a run folder, a training checkpoint
             ``.pt``, a ``save_pretrained`` directory, an official ``.npz``, ... Class names and preprocessing come
             from it; a checkpoint without class names (an official ``.npz``) gets the class indices as names.
         device: ``"auto"`` (CUDA, else MPS, else CPU), ``"cpu"``, ``"cuda:0"``, ...

@@ -13,7 +13,7 @@ Two on-disk forms of our own, both loadable by :func:`load_model`:
   (temporary file, fsync, rename) and read with ``torch.load(weights_only=True)``;
 - a ``save_pretrained`` directory: ``config.json`` (architecture, classes, preprocessing) and
   ``model.safetensors``, the Hugging Face layout (``model.save_pretrained``, ``model.push_to_hub``; see
-  :mod:`mlp_mixer.pretrained`).
+  :mod:`mlp_mixer.model.pretrained`).
 
 And the peers' layouts, converted by explicit key maps (module names follow the official checkpoint, so the
 maps are short): the official ``.npz`` files of google-research/vision_transformer and big_vision (also
@@ -35,9 +35,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .files import atomic_save, atomic_write, write_bytes, write_json
-from .model import MLPMixer
-from .pretrained import (
+from ..model.mixer import MLPMixer
+from ..model.pretrained import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     Preprocessing,
@@ -46,7 +45,8 @@ from .pretrained import (
     read_config,
     read_safetensors,
 )
-from .variants import variant_name
+from ..model.variants import variant_name
+from ..utils.files import atomic_save, atomic_write, write_bytes, write_json
 
 # What a run folder holds, in the order a reader of weights prefers them (training resumes from last.pt instead).
 RUN_CHECKPOINTS = ("best.pt", "last.pt")

@@ -1,7 +1,7 @@
 """What travels with a set of weights, kept apart from the architecture (as timm's ``pretrained_cfg`` and
 torchvision's ``Weights.transforms``): the preprocessing, the class names and the Hugging Face layout.
 
-Every :class:`~mlp_mixer.model.MLPMixer` carries ``classes``, ``preprocessing`` and ``source`` attributes, and
+Every :class:`~mlp_mixer.model.mixer.MLPMixer` carries ``classes``, ``preprocessing`` and ``source`` attributes, and
 huggingface_hub's ``PyTorchModelHubMixin`` gives it ``save_pretrained``, ``push_to_hub`` and a model card. The
 directory it writes is ``config.json`` (architecture, classes, preprocessing) + ``model.safetensors``;
 ``MLPMixer.from_pretrained`` reads that layout back from a folder or a Hub repo, and
@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import torch
 from huggingface_hub import PyTorchModelHubMixin
 
-from .files import write_bytes, write_json
+from ..utils.files import write_bytes, write_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

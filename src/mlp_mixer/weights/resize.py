@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .model import MLPMixer, _pair
-from .weights import load_model, save_checkpoint
+from ..model.mixer import MLPMixer, _pair
+from .checkpoint import load_model, save_checkpoint
 
 METHODS = ("auto", "blockdiag", "blockdiag-strided", "interpolate")
 

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .model import MLPMixer
-from .train_config import TrainConfig
+from ..model.mixer import MLPMixer
+from .config import TrainConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

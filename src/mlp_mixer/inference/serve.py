@@ -1,7 +1,7 @@
 """Serve a trained Mixer over HTTP: an ASGI app (FastAPI on uvicorn) with dynamic batching and a web page.
 
 Images are decoded and preprocessed as ``predict`` does them (the checkpoint's classes and eval transform, through
-:class:`~mlp_mixer.predict.Predictor`), so a served answer equals ``predict``'s for the same file. A
+:class:`~mlp_mixer.inference.predict.Predictor`), so a served answer equals ``predict``'s for the same file. A
 :class:`MicroBatcher` gathers the images of concurrent requests into one forward pass of up to ``max_batch_size``
 images, waiting at most ``max_wait_ms`` after the first, and answers each request with its own rows (the
 ``max_batch_size`` and batch timeout of Ray Serve and LitServe).
@@ -38,10 +38,10 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from .data import ImageError, TooLargeError, decode_image_bytes, image_header
-from .model import count_parameters
+from ..data import ImageError, TooLargeError, decode_image_bytes, image_header
+from ..model.mixer import count_parameters
+from ..model.variants import VARIANTS
 from .predict import Predictor
-from .variants import VARIANTS
 
 log = logging.getLogger("mlp_mixer.serve")
 
@@ -215,7 +215,7 @@ def _variant_name(config: dict[str, Any]) -> str | None:
 def _onnx_forward(
     checkpoint: str | Path, digest: str, cache: str | Path | None, threads: int | None
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Export once per checkpoint digest to ``cache`` (``mlp_mixer.export``, parity-verified), run with onnxruntime."""
+    """Export once per checkpoint digest to ``cache`` (:mod:`.export`, parity-verified), run with onnxruntime."""
     import onnxruntime as ort
 
     from .export import INPUT_NAME, OUTPUT_NAME, export
@@ -397,7 +397,7 @@ def create_app(
         checkpoint: anything ``predict`` takes (a training ``.pt``, a ``save_pretrained`` directory, ...).
         max_batch_size: most images per forward pass; 1 turns dynamic batching off.
         max_wait_ms: how long a batch's first image waits for others.
-        backend: ``"torch"``, or ``"onnx"`` (exported once per checkpoint with ``mlp_mixer.export``, run with
+        backend: ``"torch"``, or ``"onnx"`` (exported once per checkpoint with ``mlp_mixer.inference.export``, run with
             onnxruntime on the CPU).
         threads: intra-op threads of the forward pass (torch or onnxruntime); None keeps the library default.
         device: the torch backend's device (``"auto"``, ``"cpu"``, ``"cuda:0"``...).

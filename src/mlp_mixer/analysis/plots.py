@@ -3,6 +3,7 @@ figure is written: rendered in memory, then renamed into place, so a crash never
 
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .files import write_bytes
+from ..utils.files import write_bytes
 
 
 def save_figure(fig: Any, path: str | Path, **savefig: Any) -> Path:
@@ -66,3 +67,10 @@ def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: str | 
                     ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=8, color=color)
     ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
     return save_figure(fig, path, bbox_inches="tight", pad_inches=0.15)
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch rows of a run's ``log.csv``, with numbers as numbers."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in rows]

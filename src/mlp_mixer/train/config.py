@@ -14,10 +14,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from . import data as datalib
-from . import shards as shardlib
-from .devices import default_workers
-from .variants import MNIST, SMALL
+from .. import data as datalib
+from ..data import shards as shardlib
+from ..model.variants import MNIST, SMALL
+from ..utils.devices import default_workers
 
 
 @dataclass

@@ -22,7 +22,7 @@ from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_h
 from torch.utils import _python_dispatch
 from torch.utils.checkpoint import checkpoint
 
-from .devices import cpu_vendor
+from ..utils.devices import cpu_vendor
 from .pretrained import Preprocessing, Pretrained
 from .variants import variant_config
 

@@ -9,11 +9,11 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from . import data as datalib
+from .. import data as datalib
+from ..data import shards as shardlib
+from ..model.pretrained import Preprocessing
 from . import distributed
-from . import shards as shardlib
-from .pretrained import Preprocessing
-from .train_config import TrainConfig
+from .config import TrainConfig
 
 
 def mix_seed(*values: int) -> int:
@@ -61,7 +61,7 @@ def shard_epoch(
     (the same count on every process), the first ``skip`` dropped (a resumed epoch).
 
     The shard order and every reader's shuffle buffer are drawn from (seed, epoch), so the epoch is the same
-    after a resume on the same number of processes and workers (:func:`mlp_mixer.shards.reader_samples`).
+    after a resume on the same number of processes and workers (:func:`mlp_mixer.data.shards.reader_samples`).
     """
     dataset.seed, dataset.epoch = config.seed, epoch
     dataset.epoch_seed = mix_seed(config.seed, 4, epoch)

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import data as datalib
-from . import shards as shardlib
-from .devices import default_workers, resolve_device
-from .files import write_json
+from .. import data as datalib
+from ..data import shards as shardlib
+from ..model.pretrained import Preprocessing
+from ..utils.devices import default_workers, resolve_device
+from ..utils.files import write_json
+from ..weights.checkpoint import load_checkpoint, load_model
 from .plots import plot_confusion
-from .pretrained import Preprocessing
-from .weights import load_checkpoint, load_model
 
 
 @dataclass
@@ -188,7 +188,7 @@ def evaluate(
     """Evaluate a checkpoint and write ``eval.json`` and ``confusion_matrix.png``.
 
     Args:
-        checkpoint: anything :func:`mlp_mixer.weights.from_pretrained` reads (a run folder: its ``best.pt``).
+        checkpoint: anything :func:`mlp_mixer.weights.checkpoint.from_pretrained` reads (a run folder: its ``best.pt``).
         data: images to evaluate on (see :func:`eval_dataset`); None: the held-out split the checkpoint was
             trained with (training checkpoints only).
         output: folder for the report; default ``<checkpoint folder>/eval``.

@@ -1,14 +1,14 @@
 """Train a Mixer (``mlp-mixer train``): the embedded MNIST default, CIFAR folders or your own images.
 
-``mlp-mixer train`` with no arguments trains the small Mixer of :data:`~mlp_mixer.train_config.DATA_DEFAULTS`
+``mlp-mixer train`` with no arguments trains the small Mixer of :data:`~mlp_mixer.train.config.DATA_DEFAULTS`
 ``["mnist"]`` on the 4,000 embedded MNIST training digits and evaluates it on the 1,000 held-out ones (see
 ``docs/train.md`` for what it reaches and how long it takes). :func:`train` is the same thing from Python::
 
     from mlp_mixer.train import TrainConfig, train
     metrics = train(TrainConfig(data="photos/", epochs=20, output="runs/photos"))
 
-The script is linear, as torchvision's reference one: the settings (:mod:`mlp_mixer.train_config`), the run
-folder (:mod:`mlp_mixer.run_dir`), and here the loop: :func:`train_one_epoch`, :func:`evaluate_held_out`,
+The script is linear, as torchvision's reference one: the settings (:mod:`mlp_mixer.train.config`), the run
+folder (:mod:`mlp_mixer.train.run_dir`), and here the loop: :func:`train_one_epoch`, :func:`evaluate_held_out`,
 :func:`train`.
 
 Nothing is lost: checkpoints are written atomically; Ctrl-C finishes the current step, saves and exits; every
@@ -32,27 +32,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import data as datalib
+from .. import data as datalib
+from ..analysis.evaluate import EvalResult, evaluate_model, write_report
+from ..model.mixer import MLPMixer, count_parameters
+from ..model.pretrained import Preprocessing
+from ..model.variants import variant_config
+from ..utils.devices import loadavg, machine_info, native_bf16, resolve_device
+from ..weights.checkpoint import load_checkpoint, load_model, resolve_checkpoint
 from . import distributed
-from .devices import loadavg, machine_info, native_bf16, resolve_device
-from .distributed import all_reduce_sum, any_process, is_main_process
-from .evaluate import EvalResult, evaluate_model, write_report
-from .model import MLPMixer, count_parameters
-from .optim import EMA, build_optimizer, build_scheduler, lr_factor
-from .pretrained import Preprocessing
-from .run_dir import RunFiles, read_log
-from .train_config import (
-    DATA_DEFAULTS,
-    DEFAULTS,
+from .config import (
     FIELDS,
-    RECIPES,
     SIZE_FIELDS,
     TrainConfig,
     default_output,
-    load_config_file,
     resolve_config,
 )
-from .train_data import (
+from .distributed import all_reduce_sum, any_process, is_main_process
+from .inputs import (
     BatchAugment,
     attach_transforms,
     augments,
@@ -63,23 +59,8 @@ from .train_data import (
     seed_global,
     shard_epoch,
 )
-from .variants import variant_config
-from .weights import load_checkpoint, load_model, resolve_checkpoint
-
-__all__ = [  # the settings' names, importable from here as before the split
-    "DATA_DEFAULTS",
-    "DEFAULTS",
-    "RECIPES",
-    "TrainConfig",
-    "default_output",
-    "epoch_batches",
-    "load_config_file",
-    "lr_factor",
-    "open_data",
-    "read_log",
-    "resolve_config",
-    "train",
-]
+from .optim import EMA, build_optimizer, build_scheduler
+from .run_dir import RunFiles
 
 # ---------------------------------------------------------------------------------------------------------------
 # Model
@@ -103,7 +84,7 @@ def build_model(
 
     From scratch: a variant or explicit sizes, with in_channels and num_classes from the data. ``--init-from``:
     the stored model with a zero head for the data's classes, optionally at a new ``--image-size``
-    (:func:`mlp_mixer.resize.resize_model`). ``--resume``: exactly the checkpoint's model.
+    (:func:`mlp_mixer.weights.resize.resize_model`). ``--resume``: exactly the checkpoint's model.
     """
     notes = []
     num_classes = len(splits.classes)
@@ -132,7 +113,7 @@ def build_model(
         model.load_state_dict(loaded.state_dict())
         model.preprocessing = loaded.preprocessing
         if config.image_size is not None and (config.image_size, config.image_size) != tuple(model.image_size):
-            from .resize import resize_model  # imported here: only fine-tuning at a new resolution needs it
+            from ..weights.resize import resize_model  # imported here: only fine-tuning at a new resolution needs it
 
             model = resize_model(model, config.image_size, method="auto")
             notes.append(f"resized the model from {stored_config['image_size']} to {list(model.image_size)}")

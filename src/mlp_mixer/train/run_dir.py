@@ -2,12 +2,11 @@
 
 ``config.yaml`` (the resolved settings), ``log.csv`` (one row per epoch), TensorBoard events under ``tb/``,
 ``curves.png``, ``best.pt`` / ``last.pt`` and ``metrics.json``; ``mlp-mixer eval`` adds ``eval.json`` and
-``confusion_matrix.png``. Every file is written atomically (:mod:`mlp_mixer.files`).
+``confusion_matrix.png``. Every file is written atomically (:mod:`mlp_mixer.utils.files`).
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 import shutil
@@ -16,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..analysis.plots import plot_curves
+from ..utils.files import atomic_save, write_json, write_text
+from .config import TrainConfig
 from .distributed import is_main_process
-from .files import atomic_save, write_json, write_text
-from .plots import plot_curves
-from .train_config import TrainConfig
 
 # What a run writes into its folder; a new run moves these aside (or deletes them with --overwrite), nothing else.
 RUN_FILES = (
@@ -177,10 +176,3 @@ def _csv_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return "" if value is None else str(value)
-
-
-def read_log(path: str | Path) -> list[dict[str, Any]]:
-    """The per-epoch rows of a run's ``log.csv``, with numbers as numbers."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in rows]

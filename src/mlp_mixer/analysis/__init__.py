@@ -1,0 +1,1 @@
+"""Looking at a model and what it learned: evaluation, few-shot, the layer summary, figures and pictures."""
