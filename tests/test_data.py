@@ -6,22 +6,11 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from helpers import make_folder, pixels, save, write_cifar
 from PIL import Image
 
 from mlp_mixer import data as D
 from mlp_mixer.model.pretrained import Preprocessing
-
-RNG = np.random.default_rng(0)
-
-
-def pixels(h: int, w: int, channels: int = 3) -> np.ndarray:
-    return RNG.integers(0, 256, (h, w, channels), dtype=np.uint8)
-
-
-def save(image: Image.Image, path, fmt: str | None = None, **kw) -> str:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, format=fmt, **kw)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -95,13 +84,6 @@ def test_collate_of_only_bad_files_is_an_empty_batch():
 # --- folders ------------------------------------------------------------------------------------------------------
 
 
-def make_folder(root, classes=("cat", "dog", "owl"), n=5, size=(12, 10), mode="RGB"):
-    for c in classes:
-        for i in range(n):
-            save(Image.fromarray(pixels(*size)).convert(mode), root / c / f"{i}.png")
-    return root
-
-
 def test_scan_ignores_non_images_and_hidden_files(tmp_path):
     make_folder(tmp_path, n=2)
     (tmp_path / "cat" / "notes.txt").write_text("x")
@@ -167,28 +149,6 @@ def test_unusable_folders_fail_with_one_line(tmp_path, setup, error, message):
 
 
 # --- CIFAR --------------------------------------------------------------------------------------------------------
-
-
-def write_cifar(root, kind: str = "cifar10", per_file: int = 6) -> tuple[np.ndarray, list[int]]:
-    """A tiny CIFAR folder in the official python-pickle layout; returns the training images and labels."""
-    root.mkdir(parents=True, exist_ok=True)
-    num_classes = 10 if kind == "cifar10" else 100
-    label_key = b"labels" if kind == "cifar10" else b"fine_labels"
-    train_files = [f"data_batch_{i}" for i in range(1, 6)] if kind == "cifar10" else ["train"]
-    test_files = ["test_batch"] if kind == "cifar10" else ["test"]
-    names = [f"class{i}".encode() for i in range(num_classes)]
-    meta = {b"label_names": names} if kind == "cifar10" else {b"fine_label_names": names}
-    (root / ("batches.meta" if kind == "cifar10" else "meta")).write_bytes(pickle.dumps(meta, protocol=2))
-    all_images, all_labels = [], []
-    rng = np.random.default_rng(per_file)  # the same folder whichever tests ran before in this process
-    for name in train_files + test_files:
-        images = rng.integers(0, 256, (per_file, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, num_classes, per_file)]
-        (root / name).write_bytes(pickle.dumps({b"data": images, label_key: labels}, protocol=2))
-        if name in train_files:
-            all_images.append(images)
-            all_labels += labels
-    return np.concatenate(all_images), all_labels
 
 
 @pytest.mark.parametrize("kind", ["cifar10", "cifar100"])

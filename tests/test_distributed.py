@@ -8,42 +8,20 @@ written by 2 processes must resume on 1 or 2 and land on the uninterrupted singl
 import faulthandler
 import json
 import os
-import pickle
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers import make_cifar
 
 from mlp_mixer import data as D
 from mlp_mixer.train import TrainConfig, distributed, train
 
 TOL = 1e-5
-
-
-def make_cifar(root: Path, per_batch: int = 16, test: int = 33) -> Path:
-    """A tiny CIFAR-10 python folder (random pixels and labels): 5 x ``per_batch`` train, ``test`` held out.
-
-    33 held-out images split 16 / 17 over two processes, so the summed metrics are checked on uneven shares.
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-
-    def dump(name, obj):
-        with open(root / name, "wb") as f:
-            pickle.dump(obj, f)
-
-    dump("batches.meta", {b"label_names": [f"c{i}".encode() for i in range(10)]})
-    for i in range(1, 6):
-        pixels = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        dump(f"data_batch_{i}", {b"data": pixels, b"labels": rng.integers(0, 10, per_batch).tolist()})
-    pixels = rng.integers(0, 256, (test, 3072), dtype=np.uint8)
-    dump("test_batch", {b"data": pixels, b"labels": rng.integers(0, 10, test).tolist()})
-    return root
 
 
 def tiny_run(data: Path, output: Path, **changes) -> TrainConfig:

@@ -137,7 +137,7 @@ def test_offline_examples_run(tmp_path, monkeypatch, capsys):
     _, _, images, labels = embedded_mnist()
     for i in range(4):
         Image.fromarray(images[i, 0].numpy()).save(tmp_path / "digits" / f"digit{i}_label{int(labels[i])}.png")
-    from test_data import make_folder
+    from helpers import make_folder
 
     make_folder(tmp_path / "photos" / "train", classes=("cat", "dog"), n=6, size=(20, 18))  # the docs' photos/
     make_folder(tmp_path / "photos" / "val", classes=("cat", "dog"), n=2, size=(20, 18))

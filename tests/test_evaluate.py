@@ -5,8 +5,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import save_pretrained
-from test_data import make_folder
+from helpers import make_folder, save_pretrained
 
 from mlp_mixer import MLPMixer
 from mlp_mixer import data as D

@@ -6,7 +6,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import save_pretrained
+from helpers import save_pretrained
 
 from mlp_mixer import MLPMixer
 from mlp_mixer.commands import main

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import save_pretrained
+from helpers import save_pretrained
 
 from mlp_mixer import MLPMixer
 from mlp_mixer.analysis.fewshot import (

@@ -22,8 +22,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import save_pretrained
-from test_data import write_cifar
+from helpers import save_pretrained, write_cifar
 
 from mlp_mixer import MLPMixer
 from mlp_mixer.commands import main

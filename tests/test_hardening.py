@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import save_pretrained
-from test_data import make_folder
+from helpers import make_folder, save_pretrained
 
 from mlp_mixer import MLPMixer
 from mlp_mixer import data as D

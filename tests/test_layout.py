@@ -6,8 +6,8 @@ import cannot hide a circle.
 
 import argparse
 import ast
-import re
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path

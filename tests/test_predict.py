@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import save_pretrained
+from helpers import save_pretrained
 from PIL import Image
 
 from mlp_mixer import MLPMixer

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import save_pretrained
+from helpers import save_pretrained
 
 from mlp_mixer import MLPMixer
 from mlp_mixer.commands import main

@@ -109,7 +109,7 @@ def test_shards_hold_the_original_bytes_and_the_index_counts_them(folder, shards
 
 
 def test_in_memory_images_are_stored_losslessly(tmp_path):
-    from test_distributed import make_cifar
+    from helpers import make_cifar
 
     cifar = make_cifar(tmp_path / "cifar", per_batch=4, test=5)
     out = tmp_path / "wds"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_data import make_folder, write_cifar
+from helpers import make_folder, write_cifar
 from torchvision.transforms import v2
 
 from mlp_mixer.commands import main

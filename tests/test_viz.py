@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import save_pretrained
+from helpers import save_pretrained
 
 from mlp_mixer import MLPMixer
 from mlp_mixer.analysis.viz import mosaic, pair_units, select_blocks, spatial_frequency, token_mixing_units, viz

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import save_pretrained
+from helpers import save_pretrained
 
 import mlp_mixer
 from mlp_mixer import VARIANTS, MLPMixer

@@ -1,0 +1,85 @@
+"""Data and weights that several test modules make: plain functions (fixtures live in conftest.py), so that no
+test module imports another. ``pytest``'s ``pythonpath`` setting puts this folder on ``sys.path``."""
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mlp_mixer import MLPMixer
+from mlp_mixer.model.pretrained import Preprocessing
+
+RNG = np.random.default_rng(0)
+
+
+def pixels(h: int, w: int, channels: int = 3) -> np.ndarray:
+    return RNG.integers(0, 256, (h, w, channels), dtype=np.uint8)
+
+
+def save(image: Image.Image, path, fmt: str | None = None, **kw) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt, **kw)
+    return str(path)
+
+
+def make_folder(root, classes=("cat", "dog", "owl"), n=5, size=(12, 10), mode="RGB"):
+    for c in classes:
+        for i in range(n):
+            save(Image.fromarray(pixels(*size)).convert(mode), root / c / f"{i}.png")
+    return root
+
+
+def write_cifar(root, kind: str = "cifar10", per_file: int = 6) -> tuple[np.ndarray, list[int]]:
+    """A tiny CIFAR folder in the official python-pickle layout; returns the training images and labels."""
+    root.mkdir(parents=True, exist_ok=True)
+    num_classes = 10 if kind == "cifar10" else 100
+    label_key = b"labels" if kind == "cifar10" else b"fine_labels"
+    train_files = [f"data_batch_{i}" for i in range(1, 6)] if kind == "cifar10" else ["train"]
+    test_files = ["test_batch"] if kind == "cifar10" else ["test"]
+    names = [f"class{i}".encode() for i in range(num_classes)]
+    meta = {b"label_names": names} if kind == "cifar10" else {b"fine_label_names": names}
+    (root / ("batches.meta" if kind == "cifar10" else "meta")).write_bytes(pickle.dumps(meta, protocol=2))
+    all_images, all_labels = [], []
+    rng = np.random.default_rng(per_file)  # the same folder whichever tests ran before in this process
+    for name in train_files + test_files:
+        images = rng.integers(0, 256, (per_file, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, num_classes, per_file)]
+        (root / name).write_bytes(pickle.dumps({b"data": images, label_key: labels}, protocol=2))
+        if name in train_files:
+            all_images.append(images)
+            all_labels += labels
+    return np.concatenate(all_images), all_labels
+
+
+def make_cifar(root: Path, per_batch: int = 16, test: int = 33) -> Path:
+    """A tiny CIFAR-10 python folder (random pixels and labels): 5 x ``per_batch`` train, ``test`` held out.
+
+    33 held-out images split 16 / 17 over two processes, so the summed metrics are checked on uneven shares.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+
+    def dump(name, obj):
+        with open(root / name, "wb") as f:
+            pickle.dump(obj, f)
+
+    dump("batches.meta", {b"label_names": [f"c{i}".encode() for i in range(10)]})
+    for i in range(1, 6):
+        pixels = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        dump(f"data_batch_{i}", {b"data": pixels, b"labels": rng.integers(0, 10, per_batch).tolist()})
+    pixels = rng.integers(0, 256, (test, 3072), dtype=np.uint8)
+    dump("test_batch", {b"data": pixels, b"labels": rng.integers(0, 10, test).tolist()})
+    return root
+
+
+def save_pretrained(
+    model: MLPMixer, directory: Path, classes: list[str] | None = None, preprocessing: Preprocessing | None = None
+) -> Path:
+    """``model.save_pretrained(directory)`` with class names and preprocessing attached first; returns the folder."""
+    if classes is not None:
+        model.classes = list(classes)
+    if preprocessing is not None:
+        model.preprocessing = preprocessing
+    model.save_pretrained(directory)
+    return Path(directory)
