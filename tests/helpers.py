@@ -11,6 +11,10 @@ from mlp_mixer import MLPMixer
 from mlp_mixer.model.pretrained import Preprocessing
 
 RNG = np.random.default_rng(0)
+# What the shared ``checkpoint`` fixture carries: ten named classes and a normalisation that is not the identity,
+# so that a lost class list or preprocessing shows in a prediction.
+CLASSES = [f"c{i}" for i in range(10)]
+PREPROCESSING = Preprocessing(image_size=(16, 16), mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6), crop_pct=1.0)
 
 
 def pixels(h: int, w: int, channels: int = 3) -> np.ndarray:
