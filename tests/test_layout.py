@@ -102,8 +102,8 @@ def test_imports_run_one_way_from_the_leaves_up():
 
 def test_readme_names_the_folders_in_the_tables_order():
     text = (ROOT / "README.md").read_text()
-    development = text[text.index("## Development") :]
-    named = list(dict.fromkeys(re.findall(r"`(\w+)/`", development.split("\n\n")[1])))
+    paragraph = text[text.index("The library is `src/mlp_mixer/`") :].split("\n\n")[0]
+    named = list(dict.fromkeys(re.findall(r"`(\w+)/`", paragraph)))
     assert named == list(FOLDER_LAYER)
 
 
