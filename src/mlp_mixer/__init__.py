@@ -11,23 +11,23 @@ import importlib.util
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
-from .model.mixer import FeedForward, MixerBlock, MLPMixer, count_parameters, create_model
-from .model.pretrained import Preprocessing
-from .model.variants import PAPER_VARIANTS, SEED, VARIANTS
-from .weights.checkpoint import from_pretrained
+# The public names, loaded on first use (PEP 562): `import mlp_mixer.commands` for `mlp-mixer --help` must not pay
+# for importing torch and the model.
+_MODEL = ("FeedForward", "MixerBlock", "MLPMixer", "PAPER_VARIANTS", "Preprocessing", "SEED", "VARIANTS")
+_PUBLIC = {**dict.fromkeys((*_MODEL, "count_parameters", "create_model"), "model"), "from_pretrained": "weights"}
+__all__ = sorted(_PUBLIC)
 
-__all__ = [
-    "FeedForward",
-    "MixerBlock",
-    "MLPMixer",
-    "PAPER_VARIANTS",
-    "Preprocessing",
-    "SEED",
-    "VARIANTS",
-    "count_parameters",
-    "create_model",
-    "from_pretrained",
-]
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})
+
+
 try:
     __version__ = version("mlp-mixer")  # pyproject.toml is the one place the version is written
 except PackageNotFoundError:  # a source tree on sys.path without an install
