@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="glibc: reuse freed memory instead of fresh pages per tensor (like jemalloc); results get a _kept suffix",
     )
     parser.add_argument(
+        "--targets",
+        default=None,
+        help="TOML file of the performance targets to judge (default: benchmarks/targets.toml in the current"
+        " directory, else in the source checkout; none found: no targets judged)",
+    )
+    parser.add_argument(
         "--scaling", action="store_true", help="instead: Mixer-B/16 vs ViT-B/16 against image size (batch 4)"
     )
     parser.add_argument(
@@ -56,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         keep_freed=args.keep_freed_memory,
         scaling_study=args.scaling,
         resolutions=args.resolutions,
+        targets=args.targets,
     )
     print(report)
     print("written: " + ", ".join(str(p) for p in paths))
