@@ -14,7 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .model.mixer import FeedForward, MixerBlock, MLPMixer, count_parameters, create_model
 from .model.pretrained import Preprocessing
 from .model.variants import PAPER_VARIANTS, SEED, VARIANTS
-from .weights.checkpoint import from_pretrained
+from .weights.load import from_pretrained
 
 __all__ = [
     "FeedForward",

@@ -23,7 +23,8 @@ from ..data import shards as shardlib
 from ..model.pretrained import Preprocessing
 from ..utils.devices import default_workers, resolve_device
 from ..utils.files import write_json
-from ..weights.checkpoint import load_checkpoint, load_model
+from ..weights.checkpoint import load_checkpoint
+from ..weights.load import load_model
 from .plots import plot_confusion
 
 

@@ -22,7 +22,7 @@ from .. import data as datalib
 from ..model.mixer import MLPMixer
 from ..model.pretrained import Preprocessing
 from ..utils.devices import default_workers, native_bf16, resolve_device
-from ..weights.checkpoint import load_model
+from ..weights.load import load_model
 
 L2_REG = 2.0**10  # big_vision's few-shot configs (configs/common_fewshot.py)
 BIAS_CONSTANT = 100.0  # big_vision: a large constant feature, so the bias is almost unregularised

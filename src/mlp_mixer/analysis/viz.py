@@ -21,7 +21,7 @@ import torch
 
 from ..model.mixer import MLPMixer
 from ..utils.files import write_text
-from ..weights.checkpoint import load_model
+from ..weights.load import load_model
 from .plots import plot_confusion, plot_curves, read_log, save_figure
 
 DIVERGING = "RdBu_r"  # red positive, blue negative, white zero

@@ -54,7 +54,7 @@ from ..model.mixer import MLPMixer
 from ..model.variants import SEED, TINY, variant_config
 from ..utils.devices import machine_info, native_bf16, resolve_device
 from ..utils.files import write_text
-from ..weights.checkpoint import to_timm_state_dict
+from ..weights.timm_format import to_timm_state_dict
 
 MODELS = ("ours", "ours-tanh", "timm", "lucidrains", "seed")
 MODES = ("eager", "compile", "bf16", "int8")

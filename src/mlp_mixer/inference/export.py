@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..model.mixer import MLPMixer
-from ..weights.checkpoint import load_model
+from ..weights.load import load_model
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
