@@ -36,9 +36,9 @@ import torch
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlp_mixer.model.variants import create_model
+from mlp_mixer.model.mixer import create_model
+from mlp_mixer.model.pretrained import Preprocessing
 from mlp_mixer.utils.devices import cpu_model
-from mlp_mixer.weights import Preprocessing, save_pretrained
 
 ROOT = Path(__file__).parent.parent
 # name: (constructor arguments, preprocessing, the uploaded image's size and mode)
@@ -61,8 +61,9 @@ def make_checkpoint(name: str, folder: Path) -> Path:
     torch.manual_seed(0)
     model = create_model("S/16", **config)  # "small" overrides every size
     torch.nn.init.normal_(model.head.weight, std=0.02)  # a zero head would tie every class
-    classes = [str(i) for i in range(model.num_classes)]
-    return save_pretrained(model, folder / name.replace("/", ""), classes, preprocessing)
+    model.classes, model.preprocessing = [str(i) for i in range(model.num_classes)], preprocessing
+    model.save_pretrained(folder / name.replace("/", ""))  # a method since the Hugging Face mixin
+    return folder / name.replace("/", "")
 
 
 def make_image(name: str) -> bytes:

@@ -27,7 +27,7 @@ from helpers import save_pretrained, write_cifar
 from mlp_mixer import MLPMixer
 from mlp_mixer.commands import main
 from mlp_mixer.model.variants import TINY
-from mlp_mixer.weights.checkpoint import save_checkpoint, save_official_npz, to_timm_state_dict
+from mlp_mixer.weights import save_checkpoint, save_official_npz, to_timm_state_dict
 
 SEED = int(os.environ.get("FUZZ_SEED", 1234))  # another seed explores other cases: FUZZ_SEED=7 pytest ...
 CASE_SECONDS = 20  # a case taking longer counts as a hang

@@ -19,7 +19,7 @@ from mlp_mixer.commands import train as train_command
 from mlp_mixer.train import loop as T
 from mlp_mixer.train.loop import TrainConfig, resolve_config, train
 from mlp_mixer.utils.devices import native_bf16
-from mlp_mixer.weights.checkpoint import load_checkpoint, load_model
+from mlp_mixer.weights import load_checkpoint, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 # A model small enough that a step takes milliseconds: 2 blocks on 4x4 = 16 patches of a 16x16 image.

@@ -23,7 +23,8 @@ from ..data import shards as shardlib
 from ..model.pretrained import Preprocessing
 from ..utils.devices import default_workers, resolve_device
 from ..utils.files import write_json
-from ..weights.checkpoint import load_checkpoint, load_model
+from ..weights.checkpoint import load_checkpoint
+from ..weights.load import load_model
 from .plots import plot_confusion
 
 
@@ -188,7 +189,7 @@ def evaluate(
     """Evaluate a checkpoint and write ``eval.json`` and ``confusion_matrix.png``.
 
     Args:
-        checkpoint: anything :func:`mlp_mixer.weights.checkpoint.from_pretrained` reads (a run folder: its ``best.pt``).
+        checkpoint: anything :func:`mlp_mixer.from_pretrained` reads (a run folder: its ``best.pt``).
         data: images to evaluate on (see :func:`eval_dataset`); None: the held-out split the checkpoint was
             trained with (training checkpoints only).
         output: folder for the report; default ``<checkpoint folder>/eval``.

@@ -22,7 +22,7 @@ from .. import data as datalib
 from ..model.mixer import MLPMixer
 from ..model.pretrained import Preprocessing
 from ..utils.devices import default_workers, native_bf16, resolve_device
-from ..weights.checkpoint import load_model
+from ..weights.load import load_model
 
 L2_REG = 2.0**10  # big_vision's few-shot configs (configs/common_fewshot.py)
 BIAS_CONSTANT = 100.0  # big_vision: a large constant feature, so the bias is almost unregularised
@@ -209,7 +209,7 @@ def fewshot(
     scored on all held-out images.
 
     Args:
-        checkpoint: anything :func:`mlp_mixer.weights.checkpoint.from_pretrained` reads (a run folder: its ``best.pt``).
+        checkpoint: anything :func:`mlp_mixer.from_pretrained` reads (a run folder: its ``best.pt``).
         data: None for the embedded MNIST split (shots from its 4,000 training digits, accuracy on the 1,000
             held out); or any data ``mlp-mixer train`` reads (:func:`mlp_mixer.data.load_splits`): an ImageFolder
             root with ``train/`` and ``val/`` (or one folder of class folders, 10% per class held out with a fixed

@@ -21,7 +21,7 @@ import torch
 
 from ..model.mixer import MLPMixer
 from ..utils.files import write_text
-from ..weights.checkpoint import load_model
+from ..weights.load import load_model
 from .plots import plot_confusion, plot_curves, read_log, save_figure
 
 DIVERGING = "RdBu_r"  # red positive, blue negative, white zero
@@ -235,7 +235,7 @@ def viz(
     """Write every figure for a checkpoint into ``out_dir`` plus an ``index.md`` that lists them.
 
     Args:
-        checkpoint: anything :func:`mlp_mixer.weights.checkpoint.from_pretrained` reads (a run folder: its ``best.pt``);
+        checkpoint: anything :func:`mlp_mixer.from_pretrained` reads (a run folder: its ``best.pt``);
             figures of the run it sits in are added (:func:`run_figures`).
         out_dir: the folder to fill (created if needed).
         blocks: block indices for the token-mixing figures; None for first, middle and last.

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..model.mixer import MLPMixer
 from ..model.variants import SEED, TINY, variant_config
-from ..weights.checkpoint import to_timm_state_dict
+from ..weights.timm_format import to_timm_state_dict
 
 MODELS = ("ours", "ours-tanh", "timm", "lucidrains", "seed")
 # Besides the paper's variants: the seed's configuration (one layer at S/16's widths) and a size for smoke tests.

@@ -1,11 +1,11 @@
-"""``mlp-mixer convert``: weights between layouts (:func:`mlp_mixer.weights.checkpoint.convert`)."""
+"""``mlp-mixer convert``: weights between layouts (:func:`mlp_mixer.weights.load.convert`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 
-from ..weights.checkpoint import CONVERT_FORMATS as FORMATS
+from ..weights.load import CONVERT_FORMATS as FORMATS
 from .common import parse_size
 
 HELP = "convert official .npz or timm weights to a save_pretrained directory"
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..weights.checkpoint import convert
+    from ..weights.load import convert
 
     model = convert(args.source, args.output, args.to, args.image_size)
     print(f"converted {args.source} -> {args.output} ({args.to} layout): {json.dumps(model.config())}")

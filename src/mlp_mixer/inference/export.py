@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..model.mixer import MLPMixer
-from ..weights.checkpoint import load_model
+from ..weights.load import load_model
 
 FORMATS = ("onnx", "torchscript", "exported-program")
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
@@ -126,7 +126,7 @@ def export(
     """Export a checkpoint and write ``OUT + ".json"`` beside it; files appear only once complete.
 
     Args:
-        checkpoint: anything :func:`mlp_mixer.weights.checkpoint.from_pretrained` reads, or a model (its ``classes`` and
+        checkpoint: anything :func:`mlp_mixer.from_pretrained` reads, or a model (its ``classes`` and
             ``preprocessing`` are written beside the export).
         output: the file to write (``.onnx``, ``.pt`` for TorchScript, ``.pt2`` for an ExportedProgram by custom).
         format: one of ``FORMATS``.

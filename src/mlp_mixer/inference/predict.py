@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ..data import IMAGE_EXTENSIONS, eval_transform, read_image
 from ..utils.devices import resolve_device
-from ..weights.checkpoint import load_model
+from ..weights.load import load_model
 
 GLOB_CHARS = "*?["
 

@@ -38,7 +38,8 @@ from ..model.mixer import MLPMixer, count_parameters
 from ..model.pretrained import Preprocessing
 from ..model.variants import variant_config
 from ..utils.devices import loadavg, machine_info, native_bf16, resolve_device
-from ..weights.checkpoint import load_checkpoint, load_model, resolve_checkpoint
+from ..weights.checkpoint import load_checkpoint, resolve_checkpoint
+from ..weights.load import load_model
 from . import distributed
 from .config import (
     FIELDS,

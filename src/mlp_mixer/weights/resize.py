@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from ..model.mixer import MLPMixer, _pair
-from .checkpoint import load_model, save_checkpoint
+from .checkpoint import save_checkpoint
+from .load import load_model
 
 METHODS = ("auto", "blockdiag", "blockdiag-strided", "interpolate")
 

@@ -6,7 +6,7 @@ from helpers import save_pretrained
 
 from mlp_mixer import MLPMixer
 from mlp_mixer.commands import main
-from mlp_mixer.weights.checkpoint import load_model
+from mlp_mixer.weights.load import load_model
 from mlp_mixer.weights.resize import resize_model
 
 

@@ -1,7 +1,9 @@
-"""serve: the real server (uvicorn on a free loopback port) answers as predict does, batches, refuses bad input."""
+"""serve: the real server (uvicorn on a free loopback port) answers as predict does, batches, refuses bad input.
+
+The checkpoint is a training ``.pt`` of its own (not the shared save_pretrained folder): ``/v1/model`` reports the
+sha256 of that one file."""
 
 import argparse
-import asyncio
 import base64
 import hashlib
 import importlib
@@ -29,16 +31,16 @@ from PIL import Image
 
 from mlp_mixer import MLPMixer
 from mlp_mixer.inference.predict import Predictor
-from mlp_mixer.inference.serve import MicroBatcher, create_app, make_server
+from mlp_mixer.inference.serve import create_app, make_server
 from mlp_mixer.model.pretrained import Preprocessing
+from mlp_mixer.model.variants import TINY
 from mlp_mixer.utils.files import atomic_save
 
-TINY = dict(in_channels=3, dim=32, num_classes=10, patch_size=4, image_size=16, depth=2, token_dim=16, channel_dim=64)
 CLASSES = [f"class_{c}" for c in "abcdefghij"]
 PREPROCESSING = Preprocessing(image_size=(16, 16), mean=(0.2, 0.4, 0.6), std=(0.3, 0.2, 0.1), crop_pct=0.8)
 LIMITS = dict(max_body_mb=0.25, max_pixels=100_000, max_images=4)
 CHROMIUM = Path("/usr/bin/chromium")
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -151,41 +153,6 @@ def test_concurrent_requests_share_forward_passes_and_each_gets_its_own_answer(a
         assert_same(result, expected[path.name])  # its own image's answer, not a neighbour's in the batch
     metrics = httpx.get(f"{url}/metrics").text
     assert "mixer_batch_size_bucket" in metrics and "mixer_predict_seconds_bucket" in metrics
-
-
-def test_micro_batcher_splits_at_the_batch_size_and_keeps_rows_in_order():
-    sizes = []
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        sizes.append(len(x))
-        return x.flatten(1) * 2
-
-    async def main() -> list[torch.Tensor]:
-        batcher = MicroBatcher(forward, max_batch_size=4, max_wait_ms=50)
-        await batcher.start()
-        rows = await asyncio.gather(*(batcher.submit([torch.full((1, 2), float(i))]) for i in range(10)))
-        await batcher.stop()
-        return rows
-
-    rows = asyncio.run(main())
-    assert sizes == [4, 4, 2]  # the last two go at once: nothing else is arriving, so no 50 ms wait
-    for i, row in enumerate(rows):
-        torch.testing.assert_close(row, torch.full((1, 2), 2.0 * i))
-
-
-def test_a_lone_request_does_not_wait_for_company():
-    async def main() -> float:
-        batcher = MicroBatcher(lambda x: x.flatten(1), max_batch_size=32, max_wait_ms=10_000)
-        await batcher.start()
-        start = time.perf_counter()
-        with batcher.arriving():
-            pass  # read and decoded; nothing else is on its way
-        await batcher.submit([torch.ones(1, 2)])
-        seconds = time.perf_counter() - start
-        await batcher.stop()
-        return seconds
-
-    assert asyncio.run(main()) < 5  # not the 10 s batch wait
 
 
 def png_header_only(width: int, height: int) -> bytes:
