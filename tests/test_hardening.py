@@ -226,7 +226,7 @@ def test_messages_name_the_input_and_never_suggest_unsafe_loading(tiny_model, tm
 def test_timm_weights_for_one_channel_get_one_channel_preprocessing(tmp_path):
     from mlp_mixer.weights import load_model, to_timm_state_dict
 
-    model = MLPMixer(**{**TINY, "in_channels": 1})
+    model = MLPMixer(**{**TINY, "in_channels": 1})  # the grayscale variant is the point of the test
     torch.save(to_timm_state_dict(model), tmp_path / "gray.pth")
     loaded = load_model(tmp_path / "gray.pth")
     assert loaded.preprocessing.mean == (0.5,) and loaded.preprocessing.std == (0.5,)

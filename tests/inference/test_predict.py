@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import save_pretrained
+from helpers import CLASSES, PREPROCESSING
 from PIL import Image
 
 from mlp_mixer import MLPMixer
@@ -14,31 +14,13 @@ from mlp_mixer.data import eval_transform, read_image
 from mlp_mixer.inference.predict import Predictor, expand_paths
 from mlp_mixer.model.pretrained import Preprocessing
 from mlp_mixer.utils.files import atomic_save
-
-TINY = dict(in_channels=3, dim=32, num_classes=10, patch_size=4, image_size=16, depth=2, token_dim=16, channel_dim=64)
-CLASSES = [f"class_{c}" for c in "abcdefghij"]
-# Not the defaults: a predictor that ignored the checkpoint's preprocessing would get other numbers.
-PREPROCESSING = Preprocessing(image_size=(16, 16), mean=(0.2, 0.4, 0.6), std=(0.3, 0.2, 0.1), crop_pct=0.8)
+from mlp_mixer.weights.checkpoint import save_checkpoint
 
 
-@pytest.fixture(scope="module")
-def model() -> MLPMixer:
-    torch.manual_seed(0)
-    model = MLPMixer(**TINY).eval()
-    torch.nn.init.normal_(model.head.weight, std=0.5)  # the official zero head would make every class tie
-    return model
-
-
-@pytest.fixture(scope="module")
-def pretrained_dir(model, tmp_path_factory):
-    return save_pretrained(model, tmp_path_factory.mktemp("pretrained"), CLASSES, PREPROCESSING)
-
-
-@pytest.fixture(scope="module")
-def training_checkpoint(model, tmp_path_factory):
-    path = tmp_path_factory.mktemp("run") / "best.pt"
-    state = {"model": model.state_dict(), "model_config": model.config(), "classes": CLASSES}
-    return atomic_save({**state, "preprocessing": PREPROCESSING.to_dict(), "epoch": 3}, path)
+@pytest.fixture
+def training_checkpoint(model, tmp_path):
+    """The shared model as a training checkpoint (``best.pt``), the other file predict reads."""
+    return save_checkpoint(model, tmp_path / "best.pt", epoch=3)
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +51,9 @@ def expected_probabilities(model: MLPMixer, path, preprocessing: Preprocessing =
         return model(x[None]).softmax(-1)[0]
 
 
-def test_predictions_match_a_direct_forward(model, pretrained_dir, images):
+def test_predictions_match_a_direct_forward(model, checkpoint, images):
     files = sorted(p for p in images.rglob("*") if p.suffix in (".png", ".jpg", ".gif"))
-    results = Predictor(pretrained_dir, device="cpu").predict([images], topk=3, batch_size=2, progress=False)
+    results = Predictor(checkpoint, device="cpu").predict([images], topk=3, batch_size=2, progress=False)
     assert [r.path for r in results] == [str(p) for p in files]  # notes.txt is not picked up from a folder
     for result, path in zip(results, files, strict=True):
         probs = expected_probabilities(model, path)
@@ -82,8 +64,8 @@ def test_predictions_match_a_direct_forward(model, pretrained_dir, images):
         torch.testing.assert_close(torch.tensor(result.probabilities), values, atol=1e-5, rtol=1e-5)
 
 
-def test_stored_preprocessing_is_used_not_the_default(model, pretrained_dir, images):
-    result = Predictor(pretrained_dir, device="cpu").predict([images / "a.png"], topk=10)[0]
+def test_stored_preprocessing_is_used_not_the_default(model, checkpoint, images):
+    result = Predictor(checkpoint, device="cpu").predict([images / "a.png"], topk=10)[0]
     stored = expected_probabilities(model, images / "a.png")
     default = expected_probabilities(model, images / "a.png", Preprocessing(image_size=(16, 16)))
     got = torch.zeros(10).index_put_((torch.tensor(result.indices),), torch.tensor(result.probabilities))
@@ -91,20 +73,20 @@ def test_stored_preprocessing_is_used_not_the_default(model, pretrained_dir, ima
     assert (got - default).abs().max() > 1e-3  # the oracle can tell the two apart
 
 
-def test_training_checkpoint_and_pretrained_dir_agree(pretrained_dir, training_checkpoint, images):
-    a = Predictor(pretrained_dir, device="cpu").predict([images], batch_size=4)
+def test_training_checkpoint_and_pretrained_folder_agree(checkpoint, training_checkpoint, images):
+    a = Predictor(checkpoint, device="cpu").predict([images], batch_size=4)
     b = Predictor(training_checkpoint, device="cpu").predict([images], batch_size=1)  # batching changes nothing
     assert [(r.path, r.classes) for r in a] == [(r.path, r.classes) for r in b]
     np.testing.assert_allclose([r.probabilities for r in a], [r.probabilities for r in b], atol=1e-6)
 
 
-def test_bad_files_get_their_own_error_and_the_rest_are_predicted(pretrained_dir, images, tmp_path):
+def test_bad_files_get_their_own_error_and_the_rest_are_predicted(checkpoint, images, tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
     good = tmp_path / "good.png"
     Image.open(images / "a.png").save(good)
     (tmp_path / "truncated.jpg").write_bytes((images / "b.jpg").read_bytes()[:100])
     inputs = [tmp_path / "broken.png", good, tmp_path / "missing.png", tmp_path / "truncated.jpg"]
-    results = {r.path: r for r in Predictor(pretrained_dir, device="cpu").predict(inputs, batch_size=8)}
+    results = {r.path: r for r in Predictor(checkpoint, device="cpu").predict(inputs, batch_size=8)}
     assert results[str(good)].error is None and len(results[str(good)].classes) == 5
     for name in ("broken.png", "truncated.jpg"):
         assert str(tmp_path / name) in results[str(tmp_path / name)].error  # the message names the file
@@ -121,17 +103,17 @@ def test_globs_folders_and_missing_inputs(images):
     ]
 
 
-def test_cli_json_output_and_exit_code(pretrained_dir, images, tmp_path, capsys):
-    assert main(["predict", str(images / "a.png"), "--checkpoint", str(pretrained_dir), "--json", "--topk", "2"]) == 0
+def test_cli_json_output_and_exit_code(checkpoint, images, tmp_path, capsys):
+    assert main(["predict", str(images / "a.png"), "--checkpoint", str(checkpoint), "--json", "--topk", "2"]) == 0
     (entry,) = json.loads(capsys.readouterr().out)
     assert entry["error"] is None and len(entry["predictions"]) == 2
     assert entry["predictions"][0]["class"] == CLASSES[entry["predictions"][0]["index"]]
 
     bad = tmp_path / "bad.jpg"
     bad.write_text("plain text")
-    assert main(["predict", str(images / "a.png"), str(bad), "--checkpoint", str(pretrained_dir)]) == 1
+    assert main(["predict", str(images / "a.png"), str(bad), "--checkpoint", str(checkpoint)]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith(f"{images / 'a.png'}: class_") and lines[0].count("(") == 5
+    assert lines[0].startswith(f"{images / 'a.png'}: c") and lines[0].count("(") == 5
     assert lines[1].startswith(f"{bad}: error: ")
 
 
@@ -139,13 +121,13 @@ def test_cli_json_output_and_exit_code(pretrained_dir, images, tmp_path, capsys)
     "flags,message",
     [(["--topk", "0"], "--topk must be at least 1"), (["--batch-size", "0"], "--batch-size must be at least 1")],
 )
-def test_cli_rejects_bad_options(pretrained_dir, images, flags, message, capsys):
-    assert main(["predict", str(images), "--checkpoint", str(pretrained_dir), *flags]) == 2
+def test_cli_rejects_bad_options(checkpoint, images, flags, message, capsys):
+    assert main(["predict", str(images), "--checkpoint", str(checkpoint), *flags]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_checkpoint_with_wrong_number_of_classes(model, tmp_path):
-    path = atomic_save(
+    path = atomic_save(  # by hand: save_checkpoint stores the model's own (matching) class names
         {"model": model.state_dict(), "model_config": model.config(), "classes": ["a", "b"]}, tmp_path / "c.pt"
     )
     with pytest.raises(ValueError, match="stores 2 class names for a head of 10 classes"):
@@ -153,16 +135,16 @@ def test_checkpoint_with_wrong_number_of_classes(model, tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
-def test_unavailable_device_is_one_line(pretrained_dir, images, capsys):
-    assert main(["predict", str(images), "--checkpoint", str(pretrained_dir), "--device", "cuda"]) == 2
+def test_unavailable_device_is_one_line(checkpoint, images, capsys):
+    assert main(["predict", str(images), "--checkpoint", str(checkpoint), "--device", "cuda"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_bf16_agrees_with_cpu(pretrained_dir, images):
-    cpu = Predictor(pretrained_dir, device="cpu").predict([images], topk=10)
-    gpu = Predictor(pretrained_dir, device="cuda").predict([images], topk=10)
+def test_cuda_bf16_agrees_with_cpu(checkpoint, images):
+    cpu = Predictor(checkpoint, device="cpu").predict([images], topk=10)
+    gpu = Predictor(checkpoint, device="cuda").predict([images], topk=10)
     for a, b in zip(cpu, gpu, strict=True):  # per class: bf16 may reorder near-ties, not move probabilities far
         by_class = dict(zip(b.indices, b.probabilities, strict=True))
         np.testing.assert_allclose(a.probabilities, [by_class[i] for i in a.indices], atol=2e-2)

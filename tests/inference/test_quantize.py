@@ -1,24 +1,10 @@
 """int8: channel mixing and head become dynamic int8, token mixing stays float, outputs stay close to fp32."""
 
-import pytest
 import torch
 from torch import nn
 
-from mlp_mixer import MLPMixer
 from mlp_mixer.inference.quantize import int8_layer_names, quantize_dynamic_int8
 from mlp_mixer.model.mixer import TokenLinear
-
-TINY = dict(in_channels=3, dim=32, num_classes=10, patch_size=4, image_size=16, depth=2, token_dim=16, channel_dim=64)
-
-
-@pytest.fixture(scope="module")
-def model() -> MLPMixer:
-    torch.manual_seed(0)
-    model = MLPMixer(**TINY).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)  # no zero head: every class gets a distinct logit
-    return model
 
 
 def test_only_plain_linears_are_quantized(model):

@@ -148,7 +148,7 @@ def test_extract_features_batches_like_one_pass(tiny_model):
 
 @pytest.fixture
 def mnist_checkpoint(tmp_path):
-    # A random tiny Mixer for 28x28 grayscale digits, saved as a user would
+    # Not the shared TINY: the embedded MNIST is 28x28 grayscale. A random Mixer for it, saved as a user would
     torch.manual_seed(0)
     config = dict(
         in_channels=1, dim=16, num_classes=10, patch_size=7, image_size=28, depth=1, token_dim=8, channel_dim=32
@@ -191,15 +191,12 @@ def test_fewshot_command_end_to_end(mnist_checkpoint, mnist_split, tmp_path, cap
     assert again["results"]["1"]["accuracies"] == report["results"]["1"]["accuracies"]
 
 
-def test_fewshot_on_an_image_folder(tmp_path, capsys):
+def test_fewshot_on_an_image_folder(tiny_config, tmp_path, capsys):
     from torchvision.io import write_png
 
-    torch.manual_seed(0)
-    model = _randomize(
-        MLPMixer(in_channels=3, dim=16, num_classes=2, patch_size=4, image_size=8, depth=1, token_dim=8, channel_dim=16)
-    )
+    model = _randomize(MLPMixer(**{**tiny_config, "num_classes": 2}))  # a head for the two named classes
     ckpt = save_pretrained(
-        model, tmp_path / "m", classes=["dark", "light"], preprocessing=Preprocessing(image_size=(8, 8), crop_pct=1.0)
+        model, tmp_path / "m", classes=["dark", "light"], preprocessing=Preprocessing(image_size=(16, 16), crop_pct=1.0)
     )
     for split, count in (("train", 3), ("val", 4)):
         for label, level in (("dark", 30), ("light", 220)):
@@ -217,8 +214,8 @@ def test_fewshot_on_an_image_folder(tmp_path, capsys):
     assert report["test_images"] == 8 and "broken.png: cannot decode" in report["skipped_images"][0]
     with pytest.raises(ValueError, match="fewer than 4 shots"):
         fewshot(ckpt, tmp_path / "data", shots=[4], seeds=1, progress=False, workers=0)
-    with pytest.raises(ValueError, match="--block 1 is out of range"):
-        fewshot(ckpt, tmp_path / "data", block=1, progress=False, workers=0)
+    with pytest.raises(ValueError, match="--block 2 is out of range"):
+        fewshot(ckpt, tmp_path / "data", block=2, progress=False, workers=0)
     capsys.readouterr()
     assert main(["fewshot", "--checkpoint", str(ckpt), "--data", str(tmp_path / "data"), "--shots", "1,x"]) == 2
     assert "--shots expects comma-separated integers like 1,5,10, got '1,x'" in capsys.readouterr().err

@@ -6,31 +6,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from helpers import save_pretrained
+from helpers import CLASSES, PREPROCESSING
 
 from mlp_mixer import MLPMixer
 from mlp_mixer.commands import main
 from mlp_mixer.inference.export import export, metadata_path
-from mlp_mixer.model.pretrained import Preprocessing
-
-TINY = dict(in_channels=3, dim=32, num_classes=10, patch_size=4, image_size=16, depth=2, token_dim=16, channel_dim=64)
-CLASSES = [f"c{i}" for i in range(10)]
-PREPROCESSING = Preprocessing(image_size=(16, 16), mean=(0.1, 0.2, 0.3), std=(0.4, 0.5, 0.6), crop_pct=1.0)
-
-
-@pytest.fixture(scope="module")
-def model() -> MLPMixer:
-    torch.manual_seed(0)
-    model = MLPMixer(**TINY).eval()
-    with torch.no_grad():  # non-zero everything, so a dropped bias or a wrong axis shows in the logits
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model
-
-
-@pytest.fixture(scope="module")
-def checkpoint(model, tmp_path_factory):
-    return save_pretrained(model, tmp_path_factory.mktemp("pretrained"), CLASSES, PREPROCESSING)
 
 
 @pytest.fixture(scope="module")
