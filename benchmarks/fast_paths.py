@@ -1,9 +1,10 @@
 """What each of the model's fast paths buys, measured against the plain form in one process, interleaved.
 
 The forms, cumulative: ``plain`` (token mixing as ``torch.matmul(W, x) + b``, the stem's transposed tokens fed to
-the blocks as they are, GELU out of place), ``+baddbmm`` (token mixing as one batched GEMM with the bias fused),
-``+contiguous`` (the residual stream made contiguous once after the stem), ``+inplace-gelu`` (GELU in place when
-no autograd graph is recorded) = the model as shipped. All give the same logits (checked). Eager fp32 inference.
+the blocks as they are, every MLP as its three modules: ``fast_paths(False)``), ``+baddbmm`` (token mixing as one
+batched GEMM with the bias fused), ``+contiguous`` (the residual stream made contiguous once after the stem),
+``+fast-paths`` (``mlp_mixer.model.fast_paths`` on: GELU in place, channel mixing's fc1+GELU as one oneDNN call)
+= the model as shipped. All give the same logits (checked). Eager fp32 inference.
 
     .venv/bin/python benchmarks/fast_paths.py --config S/16 --batch-size 32 --repeats 5
 """
@@ -17,17 +18,14 @@ import statistics
 import torch
 
 from mlp_mixer import bench
-from mlp_mixer.model import FeedForward, MLPMixer, TokenLinear
+from mlp_mixer.model import MLPMixer, TokenLinear
+from mlp_mixer.model.fast_paths import fast_paths
 
-SHIPPED = (TokenLinear.forward, FeedForward.forward, MLPMixer.forward_features)
+SHIPPED = (TokenLinear.forward, MLPMixer.forward_features)
 
 
 def matmul_token_linear(self: TokenLinear, x: torch.Tensor) -> torch.Tensor:
     return torch.matmul(self.weight, x) + self.bias[:, None]
-
-
-def out_of_place_feed_forward(self: FeedForward, x: torch.Tensor) -> torch.Tensor:
-    return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
 
 
 def transposed_forward_features(self: MLPMixer, x: torch.Tensor) -> torch.Tensor:
@@ -37,22 +35,23 @@ def transposed_forward_features(self: MLPMixer, x: torch.Tensor) -> torch.Tensor
     return self.pre_head_layer_norm(x)
 
 
-FORMS = {
-    "plain": (matmul_token_linear, out_of_place_feed_forward, transposed_forward_features),
-    "+baddbmm": (SHIPPED[0], out_of_place_feed_forward, transposed_forward_features),
-    "+contiguous": (SHIPPED[0], out_of_place_feed_forward, SHIPPED[2]),
-    "+inplace-gelu": SHIPPED,
+FORMS = {  # name: (TokenLinear.forward, MLPMixer.forward_features, fast paths on)
+    "plain": (matmul_token_linear, transposed_forward_features, False),
+    "+baddbmm": (SHIPPED[0], transposed_forward_features, False),
+    "+contiguous": (*SHIPPED, False),
+    "+fast-paths": (*SHIPPED, True),
 }
 
 
 @contextlib.contextmanager
 def form(name: str):
-    token, feed_forward, features = FORMS[name]
-    TokenLinear.forward, FeedForward.forward, MLPMixer.forward_features = token, feed_forward, features
+    token, features, fast = FORMS[name]
+    TokenLinear.forward, MLPMixer.forward_features = token, features
     try:
-        yield
+        with fast_paths(fast):
+            yield
     finally:
-        TokenLinear.forward, FeedForward.forward, MLPMixer.forward_features = SHIPPED
+        TokenLinear.forward, MLPMixer.forward_features = SHIPPED
 
 
 def main() -> None:

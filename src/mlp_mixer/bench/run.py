@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..analysis.summary import count_macs
-from ..model import mixer
+from ..model.fast_paths import fast_paths
 from ..model.mixer import MLPMixer
 from ..utils.devices import machine_info, resolve_device
 from ..utils.files import write_text
@@ -152,7 +152,7 @@ def benchmark(
     plan = tuple(plan)
     machine = machine_info(device)
     if device.type == "cpu":
-        machine["cpu_gemm"] = "oneDNN for large channel-mixing GEMMs" if mixer.ONEDNN_GEMM else "MKL"
+        machine["cpu_gemm"] = "oneDNN for large channel-mixing GEMMs" if fast_paths().settings.onednn_gemm else "MKL"
     total = sum(
         (len(c.models) * len(c.modes) + 1) * len(set(c.tasks) - {"memory"}) * ((c.repeats or repeats) + 1) for c in plan
     )

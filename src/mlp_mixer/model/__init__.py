@@ -1,5 +1,6 @@
 """The paper's model (:mod:`.mixer`), its size table (:mod:`.variants`), what travels with weights
-(:mod:`.pretrained`) and the seed's code as a baseline (:mod:`.seed`)."""
+(:mod:`.pretrained`), faster kernels for its MLPs behind one switch (:mod:`.fast_paths`) and the seed's code as a
+baseline (:mod:`.seed`)."""
 
 from .mixer import FeedForward, MixerBlock, MLPMixer, TokenLinear, count_parameters, create_model
 from .pretrained import Preprocessing

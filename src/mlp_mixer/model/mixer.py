@@ -7,6 +7,7 @@ Vocabulary: the public names are the seed's constructor arguments. In the paper'
 Numerics follow the official JAX code (``vit_jax/models_mixer.py``): LayerNorm eps 1e-6, tanh-approximate
 GELU (flax's default), lecun-normal init with zero biases and a zero head. ``gelu="exact"`` gives timm's
 erf GELU instead; the two differ by ~1e-4 in the logits, so official checkpoints need ``"tanh"``.
+Faster kernels for the same MLPs (CPU mostly) live in :mod:`.fast_paths`, behind one switch.
 """
 
 from __future__ import annotations
@@ -17,38 +18,15 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.autograd.function import once_differentiable
-from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
-from torch.utils import _python_dispatch
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.utils.checkpoint import checkpoint
 
-from ..utils.devices import cpu_vendor
+from . import fast_paths
 from .pretrained import Preprocessing, Pretrained
 from .variants import variant_config
 
 LAYER_NORM_EPS = 1e-6  # flax nn.LayerNorm default, used by every official checkpoint
 GELU_FORMS = {"tanh": "tanh", "exact": "none"}  # our name -> torch's nn.GELU(approximate=...)
-# Where large fp32 GEMMs of channel mixing run (CPU, see cpu_linear). On AMD CPUs MKL runs slower code than on
-# Intel's; oneDNN's GEMM was 1.1-1.5x faster there (AVX-512 and AVX2 alike) from ~2.7e8 multiply-adds up, and a
-# tie or slower below ~1e8 (docs/bench.md). Intel CPUs keep MKL, where it was not measured to lose.
-ONEDNN_GEMM = cpu_vendor() == "AuthenticAMD"
-ONEDNN_MIN_MACS = 2**27
-
-
-def _pair(size: int | tuple[int, int], name: str) -> tuple[int, int]:
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    if h <= 0 or w <= 0:
-        raise ValueError(f"{name} must be positive, got {size}")
-    return int(h), int(w)
-
-
-def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``nn.functional.linear`` on CPU, in oneDNN where :data:`ONEDNN_GEMM` says its GEMM is the faster one (fp32,
-    at least :data:`ONEDNN_MIN_MACS` multiply-adds), else in ATen (MKL)."""
-    rows = x.numel() // x.shape[-1]
-    if ONEDNN_GEMM and x.dtype == torch.float32 and rows * weight.numel() >= ONEDNN_MIN_MACS:
-        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight.contiguous(), bias, "none", [], "")
-    return nn.functional.linear(x, weight, bias)
 
 
 class TokenLinear(nn.Linear):
@@ -65,19 +43,6 @@ class TokenLinear(nn.Linear):
         return torch.baddbmm(self.bias[:, None], self.weight.expand(x.shape[0], -1, -1), x)
 
 
-class GELU(nn.GELU):
-    """``nn.GELU`` that works in place when no autograd graph is recorded (inference).
-
-    This spares a second buffer of the widest activation (~10% faster on CPU); the module is still called, so
-    hooks and layer summaries see it.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.requires_grad or torch.jit.is_tracing() or torch.compiler.is_compiling():
-            return super().forward(x)
-        return nn.functional.gelu(x, approximate=self.approximate, out=x)
-
-
 class FeedForward(nn.Module):
     """The paper's MLP: Linear -> GELU -> Linear, with optional dropout (official: ``MlpBlock``)."""
 
@@ -91,99 +56,17 @@ class FeedForward(nn.Module):
     ) -> None:
         super().__init__()
         self.fc1 = linear(dim, hidden_dim)  # official: Dense_0
-        self.act = GELU(approximate=GELU_FORMS[gelu])
+        self.act = nn.GELU(approximate=GELU_FORMS[gelu])
         self.drop1 = nn.Dropout(dropout)
         self.fc2 = linear(hidden_dim, dim)  # official: Dense_1
         self.drop2 = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fc1, fc2 = self.fc1, self.fc2
-        if _unobserved_cpu_fp32(self, x):
-            grad = torch.is_grad_enabled() and (x.requires_grad or fc1.weight.requires_grad)
-            if not grad and type(fc1) is nn.Linear:
-                # Inference: fc1 and GELU as one oneDNN call, GELU applied to each output tile while it is in cache.
-                # Both GELU forms cost about the same there, so the official tanh GELU does not pay for ATen's slow
-                # tanh-GELU kernel (docs/bench.md), and the pass over the widest activation is gone.
-                x = torch.ops.mkldnn._linear_pointwise(x, fc1.weight, fc1.bias, "gelu", [], self.act.approximate)
-                return self.drop2(cpu_linear(self.drop1(x), fc2.weight, fc2.bias))
-            if grad and not (self.training and self.drop1.p > 0):
-                token = type(fc1) is TokenLinear
-                return MLPFunction.apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.act.approximate, token)
+        if not torch.jit.is_scripting():  # TorchScript compiles the plain form only
+            token = type(self.fc1) is TokenLinear
+            if fast_paths.applies(self, x, token):  # the same function in fewer, faster kernels, unless watched
+                return fast_paths.feed_forward(self, x, token)
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
-
-
-def _unobserved_cpu_fp32(mlp: FeedForward, x: torch.Tensor) -> bool:
-    """Whether ``mlp`` may run as one call (:class:`MLPFunction`, or oneDNN's fused fc1+GELU) instead of its three
-    modules: eager fp32 on CPU, plain Linears, and nothing watching the modules (hooks, FLOP counters and other
-    dispatch modes, autocast, tracing and compiling all see the unfused calls)."""
-    return (
-        not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling())  # checked first
-        and type(mlp.fc1) in (nn.Linear, TokenLinear)
-        and type(mlp.fc2) is type(mlp.fc1)
-        and x.device.type == "cpu"
-        and x.dtype == torch.float32
-        and mlp.fc1.weight.dtype == torch.float32
-        and not torch.is_autocast_enabled("cpu")
-        and torch.backends.mkldnn.is_available()
-        and torch.backends.mkldnn.enabled
-        and _python_dispatch._get_current_dispatch_mode() is None
-        and not any(m._forward_hooks or m._forward_pre_hooks for m in (mlp.fc1, mlp.act, mlp.fc2))
-        and not (_global_forward_hooks or _global_forward_pre_hooks)
-    )
-
-
-class MLPFunction(torch.autograd.Function):
-    """Linear -> GELU -> Linear for training on CPU, with the GELU's gradient computed in place.
-
-    Autograd's own backward allocates two new buffers of the widest activation per MLP (dL/da, then dL/dh); here
-    dL/dh is written over dL/da (ATen's GELU backward, in place). Above 32 MB glibc maps every new buffer fresh
-    from the kernel, so this spares page faults as well as memory: S/16 training steps ~3% faster on one thread
-    (docs/bench.md). Saved tensors are not touched, so ``retain_graph`` and gradcheck work; the gradients are bit
-    for bit those of the three modules, unless :func:`cpu_linear` sends channel mixing's large GEMMs to oneDNN
-    (then equal to fp32 rounding). ``token``: the Linears are :class:`TokenLinear` (``W @ x``).
-    """
-
-    @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2, approximate: str, token: bool):  # type: ignore[override]
-        shape = x.shape
-        if token:  # (B, S, C) -> (B, D_S, C) -> (B, S, C)
-            h = torch.baddbmm(b1[:, None], w1.expand(len(x), -1, -1), x)
-            a = nn.functional.gelu(h, approximate=approximate)
-            y = torch.baddbmm(b2[:, None], w2.expand(len(x), -1, -1), a)
-        else:  # (..., C) -> (N, D_C) -> (..., C)
-            x = x.reshape(-1, shape[-1])
-            h = cpu_linear(x, w1, b1)
-            a = nn.functional.gelu(h, approximate=approximate)
-            y = cpu_linear(a, w2, b2).view(*shape[:-1], -1)
-        ctx.save_for_backward(x, w1, w2, h, a)
-        ctx.approximate, ctx.token, ctx.shape = approximate, token, shape
-        return y
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):  # type: ignore[override]
-        x, w1, w2, h, a = ctx.saved_tensors
-        need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad[:5]
-        gx = gw1 = gb1 = gw2 = gb2 = None
-        if ctx.token:
-            g = grad.contiguous()
-            gw2 = torch.bmm(g, a.transpose(1, 2)).sum(0) if need_w2 else None
-            gb2 = g.sum((0, 2)) if need_b2 else None
-            ga = torch.bmm(w2.t().expand(len(g), -1, -1), g)
-            gh = torch.ops.aten.gelu_backward.grad_input(ga, h, approximate=ctx.approximate, grad_input=ga)
-            gw1 = torch.bmm(gh, x.transpose(1, 2)).sum(0) if need_w1 else None
-            gb1 = gh.sum((0, 2)) if need_b1 else None
-            gx = torch.bmm(w1.t().expand(len(g), -1, -1), gh) if need_x else None
-        else:
-            g = grad.reshape(-1, grad.shape[-1])
-            gw2 = g.t().mm(a) if need_w2 else None
-            gb2 = g.sum(0) if need_b2 else None
-            ga = cpu_linear(g, w2.t())
-            gh = torch.ops.aten.gelu_backward.grad_input(ga, h, approximate=ctx.approximate, grad_input=ga)
-            gw1 = gh.t().mm(x) if need_w1 else None
-            gb1 = gh.sum(0) if need_b1 else None
-            gx = cpu_linear(gh, w1.t()).view(ctx.shape) if need_x else None
-        return gx, gw1, gb1, gw2, gb2, None, None
 
 
 class TokenMixing(FeedForward):
@@ -195,32 +78,11 @@ class TokenMixing(FeedForward):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.compiler.is_compiling() or torch.compiler.is_exporting():
             return super().forward(x)  # eager, and exported graphs (ONNX runs W @ x well; int8 keeps it float)
-        # Under torch.compile the transposed form is faster: inductor folds both transposes into the
+        # Under torch.compile the paper's transposed form is faster: inductor folds both transposes into the
         # neighbouring LayerNorm and residual add, and runs one (B*C, S) GEMM with MKL's packed weights.
         # (Calling nn.Linear.forward skips fc1/fc2's own hooks, which only eager-mode tools use.)
-        x = self.drop1(self.act(nn.Linear.forward(self.fc1, x.transpose(1, 2))))
-        return self.drop2(nn.Linear.forward(self.fc2, x)).transpose(1, 2)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth: drop a residual branch per example with probability ``p`` during training.
-
-    Like big_vision, kept branches are not rescaled by 1/(1-p) (timm rescales); ``rescale=True`` gives timm's.
-    """
-
-    def __init__(self, p: float = 0.0, rescale: bool = False) -> None:
-        super().__init__()
-        self.p, self.rescale = p, rescale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = torch.empty(x.shape[0], *([1] * (x.ndim - 1)), device=x.device, dtype=x.dtype)
-        keep.bernoulli_(1.0 - self.p)
-        return x * keep / (1.0 - self.p) if self.rescale else x * keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}, rescale={self.rescale}"
+        x = self.drop1(self.act(nn.Linear.forward(self.fc1, x.transpose(1, 2))))  # (B, S, C) -> (B, C, D_S)
+        return self.drop2(nn.Linear.forward(self.fc2, x)).transpose(1, 2)  # (B, C, S) -> (B, S, C)
 
 
 class MixerBlock(nn.Module):
@@ -290,26 +152,7 @@ class MLPMixer(nn.Module, Pretrained):
         drop_path_rescale: bool = False,
     ) -> None:
         super().__init__()
-        for name, value in [
-            ("in_channels", in_channels),
-            ("dim", dim),
-            ("patch_size", patch_size),
-            ("depth", depth),
-            ("token_dim", token_dim),
-            ("channel_dim", channel_dim),
-        ]:
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}")
-        if not 0.0 <= dropout < 1.0 or not 0.0 <= drop_path < 1.0:
-            raise ValueError(f"dropout and drop_path must be in [0, 1), got {dropout} and {drop_path}")
-        if gelu not in GELU_FORMS:
-            raise ValueError(f"gelu must be one of {sorted(GELU_FORMS)}, got {gelu!r}")
-        h, w = _pair(image_size, "image_size")
-        if h % patch_size or w % patch_size:
-            raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}")
-
+        h, w = _check_arguments(locals())
         self.in_channels, self.dim, self.num_classes = in_channels, dim, num_classes
         self.patch_size, self.image_size, self.depth = patch_size, (h, w), depth
         self.token_dim, self.channel_dim, self.gelu = token_dim, channel_dim, gelu
@@ -331,15 +174,10 @@ class MLPMixer(nn.Module, Pretrained):
         self.preprocessing = Preprocessing.official(self.image_size, in_channels)
         self.source: str | None = None
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        expected = (self.in_channels, *self.image_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"expected input of shape (batch, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, in_channels, H, W) -> normalised tokens (B, S, C)."""
-        if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
-            self._check_input(x)
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling() or is_fx_symbolic_tracing()):
+            self._check_input(x)  # tracers see no concrete shapes
         x = self.stem(x)  # (B, C, H/P, W/P)
         x = x.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, h*w, C): row-major tokens, h outer
         # One copy here: residual adds keep their first operand's layout, so a transposed stream would make
@@ -351,6 +189,16 @@ class MLPMixer(nn.Module, Pretrained):
             else:
                 x = block(x)
         return self.pre_head_layer_norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Tokens (B, S, C) -> logits (B, num_classes), or pooled features (B, C) with ``pre_logits``."""
+        x = x.mean(dim=1)  # global average pool over tokens: (B, S, C) -> (B, C)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    # ------------------------------------------------------------------ the timm-style API around the model
 
     def forward_intermediates(
         self,
@@ -386,14 +234,6 @@ class MLPMixer(nn.Module, Pretrained):
                 intermediates.append(self.pre_head_layer_norm(x) if norm else x)
         return self.pre_head_layer_norm(x), intermediates
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Tokens (B, S, C) -> logits (B, num_classes), or pooled features (B, C) with ``pre_logits``."""
-        x = x.mean(dim=1)  # global average pool over tokens
-        return x if pre_logits else self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block in the backward pass: less activation memory, ~1/3 more compute."""
         self.grad_checkpointing = enable
@@ -422,12 +262,31 @@ class MLPMixer(nn.Module, Pretrained):
             "gelu": self.gelu,
         }
 
+    def _check_input(self, x: torch.Tensor) -> None:
+        expected = (self.in_channels, *self.image_size)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            raise ValueError(f"expected input of shape (batch, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
 
-def lecun_normal_(tensor: torch.Tensor) -> torch.Tensor:
-    """flax's ``lecun_normal``: truncated normal at +-2 std with variance 1/fan_in (fan_in excludes out dim)."""
-    fan_in = tensor[0].numel()  # Linear (out, in) -> in; Conv (out, in, k, k) -> in*k*k
-    std = math.sqrt(1.0 / fan_in) / 0.87962566103423978  # stddev of a unit normal truncated at +-2
-    return nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a residual branch per example with probability ``p`` during training.
+
+    Like big_vision, kept branches are not rescaled by 1/(1-p) (timm rescales); ``rescale=True`` gives timm's.
+    """
+
+    def __init__(self, p: float = 0.0, rescale: bool = False) -> None:
+        super().__init__()
+        self.p, self.rescale = p, rescale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.empty(x.shape[0], *([1] * (x.ndim - 1)), device=x.device, dtype=x.dtype)  # (B, 1, ..., 1)
+        keep.bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p) if self.rescale else x * keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, rescale={self.rescale}"
 
 
 @torch.no_grad()
@@ -439,6 +298,13 @@ def init_weights(model: MLPMixer) -> None:
             nn.init.zeros_(module.bias)
     if isinstance(model.head, nn.Linear) and model.head.weight.device.type != "meta":
         nn.init.zeros_(model.head.weight)
+
+
+def lecun_normal_(tensor: torch.Tensor) -> torch.Tensor:
+    """flax's ``lecun_normal``: truncated normal at +-2 std with variance 1/fan_in (fan_in excludes out dim)."""
+    fan_in = tensor[0].numel()  # Linear (out, in) -> in; Conv (out, in, k, k) -> in*k*k
+    std = math.sqrt(1.0 / fan_in) / 0.87962566103423978  # stddev of a unit normal truncated at +-2
+    return nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
 
 
 def create_model(name: str, *, device: str | torch.device | None = None, **overrides: Any) -> MLPMixer:
@@ -457,3 +323,28 @@ def count_parameters(model: nn.Module, head: bool = True) -> int:
     if not head and hasattr(model, "head"):
         total -= sum(p.numel() for p in model.head.parameters())
     return total
+
+
+def _pair(size: int | tuple[int, int], name: str) -> tuple[int, int]:
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"{name} must be positive, got {size}")
+    return int(h), int(w)
+
+
+def _check_arguments(args: dict[str, Any]) -> tuple[int, int]:
+    """Raise ValueError naming the first bad constructor argument of :class:`MLPMixer`; return (height, width)."""
+    for name in ("in_channels", "dim", "patch_size", "depth", "token_dim", "channel_dim"):
+        if not isinstance(args[name], int) or args[name] <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {args[name]!r}")
+    if not isinstance(args["num_classes"], int) or args["num_classes"] < 0:
+        raise ValueError(f"num_classes must be a non-negative integer, got {args['num_classes']!r}")
+    if not 0.0 <= args["dropout"] < 1.0 or not 0.0 <= args["drop_path"] < 1.0:
+        raise ValueError(f"dropout and drop_path must be in [0, 1), got {args['dropout']} and {args['drop_path']}")
+    if args["gelu"] not in GELU_FORMS:
+        raise ValueError(f"gelu must be one of {sorted(GELU_FORMS)}, got {args['gelu']!r}")
+    image_size, patch_size = args["image_size"], args["patch_size"]
+    h, w = _pair(image_size, "image_size")
+    if h % patch_size or w % patch_size:
+        raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}")
+    return h, w
