@@ -38,7 +38,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from ..data import ImageError, TooLargeError, decode_image_bytes, image_header
+from ..data.decode import ImageError, TooLargeError, decode_image_bytes, image_header
 from ..model.mixer import count_parameters
 from ..model.variants import VARIANTS
 from .predict import Predictor
