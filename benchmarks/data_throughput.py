@@ -21,8 +21,12 @@ from pathlib import Path
 import torch
 from torchvision.io import encode_jpeg
 
-from mlp_mixer import data as D
+from mlp_mixer.data.loader import iterate_batches, iterate_stream
+from mlp_mixer.data.shard_reader import ShardImages
+from mlp_mixer.data.shard_writer import write_shards
 from mlp_mixer.data.shards import open_shards
+from mlp_mixer.data.sources import load_splits
+from mlp_mixer.data.transforms import train_geometry
 from mlp_mixer.model import create_model
 from mlp_mixer.utils.devices import machine_info
 from mlp_mixer.utils.files import write_json, write_text
@@ -56,12 +60,12 @@ def make_images(root: Path, count: int) -> Path:
 def one_pass(dataset, workers: int, batch: int = 32) -> float:
     """Images per second of one full pass (every image decoded and transformed in the workers)."""
     start, count = time.perf_counter(), 0
-    if isinstance(dataset, D.ShardImages):
-        batches = D.iterate_stream(dataset, batch, workers, torch.device("cpu"))
+    if dataset.streamed:
+        batches = iterate_stream(dataset, batch, workers, torch.device("cpu"))
     else:
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0)).tolist()
         index = [order[i : i + batch] for i in range(0, len(order), batch)]
-        batches = D.iterate_batches(dataset, index, workers, torch.device("cpu"))
+        batches = iterate_batches(dataset, index, workers, torch.device("cpu"))
     for b in batches:
         count += len(b.labels)
     return count / (time.perf_counter() - start)
@@ -90,14 +94,14 @@ def main() -> None:
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     worker_counts = [w for w in (1, 2, 4) if w <= max(2, cores)]
-    transform = D.train_geometry((224, 224), 0.08, (2, 15))
+    transform = train_geometry((224, 224), 0.08, (2, 15))
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_images(Path(tmp) / "folder", args.images)
         mean_kb = sum(p.stat().st_size for p in (folder / "train").rglob("*.jpg")) / args.images / 1e3
-        D.write_shards(folder, Path(tmp) / "wds", "train", 16, progress=False)  # 16 shards: >= 4 readers
-        files = D.load_splits(folder).train
+        write_shards(folder, Path(tmp) / "wds", "train", 16, progress=False)  # 16 shards: >= 4 readers
+        files = load_splits(folder).train
         found = open_shards(Path(tmp) / "wds")
-        shards = D.ShardImages(found.splits["train"], found.classes, 3, shuffle=True)
+        shards = ShardImages(found.splits["train"], found.classes, 3, shuffle=True)
         rows = []
         for source, dataset in (("loose files", files), ("shards", shards)):
             dataset.transform = transform

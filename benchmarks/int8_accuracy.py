@@ -24,7 +24,8 @@ from pathlib import Path
 import onnxruntime as ort
 import torch
 
-from mlp_mixer.data import embedded_mnist, eval_transform
+from mlp_mixer.data.mnist import embedded_mnist
+from mlp_mixer.data.transforms import eval_transform
 from mlp_mixer.inference.export import export
 from mlp_mixer.inference.quantize import quantize_dynamic_int8
 from mlp_mixer.utils.devices import cpu_model

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from mlp_mixer import data as datalib
 from mlp_mixer.analysis.evaluate import evaluate_model
+from mlp_mixer.data.sources import load_splits
 from mlp_mixer.train import TrainConfig, train
 from mlp_mixer.weights import LoadedModel, load_model, save_pretrained
 from mlp_mixer.weights.resize import resize_model
@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--result", default=str(Path(__file__).with_suffix(".json")))
     args = parser.parse_args()
     out = Path(args.output)
-    val = datalib.load_splits(None).val
+    val = load_splits(None).val
     common = dict(device="cpu", seed=0, workers=0)
 
     start = time.perf_counter()

@@ -139,13 +139,19 @@ def test_argparse_only_in_the_command_layer():
     assert not offenders
 
 
+# What prediction needs of data/ is decoding and the transforms: no dataset source, no shard module, no webdataset
+DATA_SOURCES = ("sources", "splits", "tensors", "mnist", "cifar", "folder", "shards", "shard_reader", "shard_writer")
+
+
 @pytest.mark.parametrize("module", ["mlp_mixer.inference.predict", "mlp_mixer.inference.export"])
 def test_inference_does_not_load_training_or_the_command_line(module):
     # torch itself imports argparse (through unittest), so the check is on our modules that would bring it
-    code = f"import sys, {module}; print(' '.join(m for m in sys.modules if m.startswith('mlp_mixer')))"
+    code = f"import sys, {module}; print(' '.join(m for m in sys.modules if m.startswith(('mlp_mixer', 'webdataset'))))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert module in loaded
     assert not [m for m in loaded if m.startswith(("mlp_mixer.train", "mlp_mixer.commands"))]
+    assert not [m for m in loaded if m in [f"mlp_mixer.data.{s}" for s in DATA_SOURCES] or m.startswith("webdataset")]
+    assert all((PACKAGE / "data" / f"{s}.py").is_file() for s in DATA_SOURCES)  # the names checked are real modules
 
 
 def _verb_parsers():

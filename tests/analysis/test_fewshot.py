@@ -167,7 +167,7 @@ def mnist_split():
 
 @pytest.mark.slow
 def test_fewshot_command_end_to_end(mnist_checkpoint, mnist_split, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("mlp_mixer.data.embedded_mnist", lambda: mnist_split)
+    monkeypatch.setattr("mlp_mixer.data.mnist.embedded_mnist", lambda: mnist_split)
     out = tmp_path / "fewshot.json"
     argv = ["fewshot", "--checkpoint", str(mnist_checkpoint), "--shots", "1,10", "--seeds", "3", "--json", str(out)]
     assert main(argv) == 0

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import data as datalib
-from ..data import shards as shardlib
+from ..data.loader import batches_of
+from ..data.sources import eval_split, load_splits
+from ..data.transforms import eval_geometry, to_input
 from ..model.pretrained import Preprocessing
 from ..utils.devices import default_workers, resolve_device
 from ..utils.files import write_json
@@ -89,14 +90,14 @@ def evaluate_model(
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss, top-5 correct
     mapping = torch.as_tensor(label_map, device=device) if label_map is not None else None
     skipped: list[str] = []
-    for batch in datalib.batches_of(dataset, batch_size, workers, device):
+    for batch in batches_of(dataset, batch_size, workers, device):
         skipped += batch.skipped
         if len(batch.labels) == 0:
             continue
         labels = batch.labels.to(device)
         if mapping is not None:
             labels = mapping[labels]
-        x = datalib.to_input(batch.images, preprocessing, model.in_channels, device)
+        x = to_input(batch.images, preprocessing, model.in_channels, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(x).float()
         sums[0] += F.cross_entropy(logits, labels, reduction="sum").double()
@@ -142,40 +143,16 @@ def eval_dataset(
     A CIFAR folder: its test batch. A folder with ``val/``: that. Otherwise every image under the folder's class
     folders. Shards: the index's ``val`` split, or the shards a brace pattern names.
     """
-    root = Path(data)
-    if shardlib.is_shards(data):
-        found = shardlib.open_shards(data)
-        shards = found.selected if found.selected is not None else found.splits.get("val", [])
-        if not shards:
-            raise ValueError(f"--data {data}: {found.index} has no val split; name the shards to evaluate instead")
-        dataset = datalib.ShardImages(shards, found.classes, in_channels)
-        data_classes, split = found.classes, f"{len(shards)} shard(s) of {found.index}"
-    elif not root.is_dir():
-        raise NotADirectoryError(f"--data {root} is not a folder")
-    elif datalib.cifar_kind(root):
-        _, _, (images, labels), data_classes = datalib.load_cifar(root)
-        dataset: torch.utils.data.Dataset = datalib.TensorImages(images, labels)
-        split = "test batch"
-    else:
-        folder = next((root / n for n in datalib.VAL_DIR_NAMES if (root / n).is_dir()), root)
-        scan = datalib.scan_image_folder(folder)
-        if not scan.samples:
-            raise ValueError(f"no images found under {folder} (expected {folder}/<class>/<image>)")
-        for name, reasons in datalib.unreadable_classes(scan.samples, scan.classes, in_channels).items():
-            raise ValueError(
-                f"class {name} of {folder} has no readable image: all {len(reasons)} failed to decode, e.g. "
-                f"{'; '.join(reasons[:3])}; an accuracy without it would not be the accuracy asked for"
-            )
-        dataset, data_classes, split = datalib.FolderDataset(scan.samples, in_channels), scan.classes, str(folder)
-    unknown = [c for c in data_classes if c not in classes]
+    found = eval_split(data, in_channels)  # the one picker of the source, as training's load_splits
+    unknown = [c for c in found.classes if c not in classes]
     if unknown:
         raise ValueError(
-            f"--data {root} has classes the checkpoint does not know: {', '.join(unknown[:8])}"
+            f"--data {Path(data)} has classes the checkpoint does not know: {', '.join(unknown[:8])}"
             f"{' ...' if len(unknown) > 8 else ''} (checkpoint classes: {', '.join(list(classes)[:8])}"
             f"{' ...' if len(classes) > 8 else ''})"
         )
     index = {name: i for i, name in enumerate(classes)}
-    return dataset, [index[c] for c in data_classes], split
+    return found.dataset, [index[c] for c in found.classes], found.description
 
 
 def evaluate(
@@ -208,7 +185,7 @@ def evaluate(
         if path.is_dir():
             raise ValueError(f"{path} is a pretrained directory without its training data: pass --data")
         config = load_checkpoint(path).get("config") or {}
-        splits = datalib.load_splits(config.get("data"), config.get("val_fraction") or 0.1, model.in_channels)
+        splits = load_splits(config.get("data"), config.get("val_fraction") or 0.1, model.in_channels)
         if splits.classes != list(classes):
             raise ValueError(
                 f"the data {config.get('data')} now has classes {splits.classes[:8]}, the checkpoint "
@@ -216,12 +193,12 @@ def evaluate(
             )
         dataset, label_map = splits.val, None
         if splits.native_size is None:
-            dataset.transform = datalib.eval_geometry(model.preprocessing)
+            dataset.transform = eval_geometry(model.preprocessing)
         split = f"held-out split of {config.get('data') or 'the embedded MNIST digits'}"
     else:
         dataset, label_map, split = eval_dataset(data, classes, model.in_channels)
-        if isinstance(dataset, datalib.FolderDataset | datalib.ShardImages):
-            dataset.transform = datalib.eval_geometry(model.preprocessing)
+        if not dataset.in_memory:  # decoded from files or bytes, each at its own size
+            dataset.transform = eval_geometry(model.preprocessing)
     model.to(torch_device)
     result = evaluate_model(model, dataset, model.preprocessing, torch_device, batch_size, workers, label_map=label_map)
     if result.count == 0:

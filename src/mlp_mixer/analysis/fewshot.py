@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .. import data as datalib
+from ..data.loader import batches_of
+from ..data.sources import load_splits
+from ..data.transforms import eval_geometry, to_input
 from ..model.mixer import MLPMixer
 from ..model.pretrained import Preprocessing
 from ..utils.devices import default_workers, native_bf16, resolve_device
@@ -170,7 +172,7 @@ def extract_features(
     model.eval().to(device)
     feats, labels, skipped = [], [], []
     for batch in tqdm(
-        datalib.batches_of(dataset, batch_size, workers, device),
+        batches_of(dataset, batch_size, workers, device),
         total=-(-len(dataset) // batch_size),
         desc=desc,
         disable=not progress,
@@ -179,7 +181,7 @@ def extract_features(
         skipped += batch.skipped
         if len(batch.labels) == 0:
             continue
-        x = datalib.to_input(batch.images, preprocessing, model.in_channels, device)
+        x = to_input(batch.images, preprocessing, model.in_channels, device)
         with _autocast(device, amp):
             feats.append(pooled_features(model, x, block).float().cpu())
         labels.append(batch.labels.cpu())
@@ -242,9 +244,9 @@ def fewshot(
     if tuple(preprocessing.image_size) != tuple(model.image_size) or len(preprocessing.mean) != model.in_channels:
         # weights saved without their preprocessing: the official [-1, 1] scaling at the model's size
         preprocessing = Preprocessing.official(model.image_size, model.in_channels)
-    splits = datalib.load_splits(data, in_channels=model.in_channels)
+    splits = load_splits(data, in_channels=model.in_channels)
     if splits.native_size is None:  # image files: resize and crop each as evaluation does
-        splits.train.transform = splits.val.transform = datalib.eval_geometry(preprocessing)
+        splits.train.transform = splits.val.transform = eval_geometry(preprocessing)
     torch_device = resolve_device(device or "auto")
     workers = default_workers() if workers is None else workers
     kwargs = dict(block=block, batch_size=batch_size, device=torch_device, workers=workers, amp=amp, progress=progress)

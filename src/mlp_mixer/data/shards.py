@@ -1,4 +1,5 @@
-"""WebDataset tar shards: written atomically with an index, and read as one stream split over processes × workers.
+"""WebDataset tar shards: the format and its index, found and checked, and read as one stream split over
+processes × workers.
 
 A multi-node job on a shared file system stalls on a folder of loose files read at random long before its GPUs
 are busy; the ecosystem's answer (timm's ``wds`` reader, the Hugging Face Hub's ``*-wds`` datasets) is tar shards
@@ -7,8 +8,8 @@ decimal text), written and read with the ``webdataset`` package. ``index.json`` 
 every shard with its images and bytes, and the class names: the reader needs the counts to give every process the
 same number of steps, and checks each shard against them before training starts.
 
-This module works on bytes: it never decodes an image (:class:`mlp_mixer.data.ShardImages` does, in DataLoader
-workers), so it sits below ``data.py`` and ``data.load_splits`` can read shards like any other source.
+This module works on bytes: it never decodes an image (:class:`.shard_reader.ShardImages` does, in DataLoader
+workers, as the shard source), nor writes one (:mod:`.shard_writer` does).
 
 What a reader (one DataLoader worker of one process) reads in epoch ``e``, see :func:`reader_samples`:
 
@@ -28,9 +29,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-
-from ..utils.files import atomic_write, write_json
+from typing import Any
 
 INDEX_NAME = "index.json"
 FORMAT = "mlp-mixer webdataset shards"
@@ -70,96 +69,11 @@ class ShardSet:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Writing
-
-
-def parse_shard_size(text: str | int) -> tuple[int | None, int | None]:
-    """``"1GB"``, ``"256MB"``, ``"500KB"`` -> (None, bytes); ``"1000"`` or 1000 -> (images, None)."""
-    value = str(text).strip().upper().replace(" ", "")
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(KB|MB|GB|TB|B)?", value)
-    if not match or float(match[1]) <= 0:
-        raise ValueError(f"--shard-size must be a size like 1GB or 256MB, or a number of images, got {text!r}")
-    if match[2] is None:
-        if "." in match[1]:
-            raise ValueError(f"--shard-size {text}: a number of images must be a whole number")
-        return int(match[1]), None
-    scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}[match[2]]
-    return None, int(float(match[1]) * scale)
-
-
-class _Peekable:
-    def __init__(self, items: Iterable[Record]) -> None:
-        self._items, self._next = iter(items), None
-
-    def peek(self) -> Record | None:
-        if self._next is None:
-            self._next = next(self._items, None)
-        return self._next
-
-    def pop(self) -> Record | None:
-        item, self._next = self.peek(), None
-        return item
-
-
-def write_split(
-    records: Iterable[Record], out: str | Path, split: str, max_images: int | None, max_bytes: int | None
-) -> list[dict[str, Any]]:
-    """Write ``records`` to ``out/{split}-000000.tar``, ... and return the index entries of the shards.
-
-    Each shard is written atomically (a temporary file renamed when complete), so a killed run leaves whole shards
-    and no index (the index is written last, by :func:`write_index`). A shard is closed before the image that
-    would take it past ``max_images`` or ``max_bytes`` (a shard holds at least one image).
-    """
-    import webdataset
-
-    out, pending, entries = Path(out), _Peekable(records), []
-    while pending.peek() is not None:
-        entry: dict[str, Any] = {"name": f"{split}-{len(entries):06d}.tar", "images": 0}
-
-        def fill(f: IO[bytes], entry: dict[str, Any] = entry) -> None:
-            writer = webdataset.TarWriter(f, encoder=False, mtime=0)  # mtime 0: the same input, the same bytes
-            try:
-                while (record := pending.peek()) is not None:
-                    key, ext, payload, label = record
-                    full = max_images is not None and entry["images"] >= max_images
-                    full |= max_bytes is not None and entry["images"] and f.tell() + len(payload) + 2048 > max_bytes
-                    if full:
-                        break
-                    writer.write({"__key__": key, ext: payload, "cls": str(label).encode()})
-                    entry["images"] += 1
-                    pending.pop()
-            finally:
-                writer.close()  # the tar's end blocks (a failed shard's temporary file is deleted by atomic_write)
-
-        path = atomic_write(out / entry["name"], fill)
-        entry["bytes"] = path.stat().st_size
-        entries.append(entry)
-    return entries
-
-
-def write_index(
-    out: str | Path, meta: dict[str, Any], splits: dict[str, dict[str, Any]], replace: bool = False
-) -> dict[str, Any]:
-    """Write ``out/index.json``: ``meta`` (classes, in_channels, kind, native_size, source) and ``splits``
-    (``{split: {"images", "skipped", "shards": [{"name", "images", "bytes"}]}}``). Splits already in the index
-    that are not rewritten are kept, when the classes agree (``mlp-mixer shard --split val`` after ``--split
-    train``)."""
-    path = Path(out) / INDEX_NAME
-    kept: dict[str, Any] = {}
-    if path.is_file() and not replace:
-        old = _read_json(path)
-        if old.get("classes") == meta["classes"] and old.get("format") == FORMAT:
-            kept = {k: v for k, v in old.get("splits", {}).items() if k not in splits}
-    index = {"format": FORMAT, "version": 1, **meta, "splits": {**kept, **splits}}
-    write_json(path, index)
-    return index
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Finding and checking shards
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_index(path: Path) -> dict[str, Any]:
+    """The JSON object of an index file; ShardError, naming it, when it is not one."""
     try:
         loaded = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -211,7 +125,7 @@ def open_shards(data: str | Path) -> ShardSet:
         raise FileNotFoundError(
             f"--data {text}: no shard index {index_path} (mlp-mixer shard writes the shards and their {INDEX_NAME})"
         )
-    index = _read_json(index_path)
+    index = read_index(index_path)
     if index.get("format") != FORMAT or not isinstance(index.get("splits"), dict):
         raise ShardError(f"{index_path} is not an index of mlp-mixer shards (no format {FORMAT!r} with splits)")
     classes = [str(c) for c in index.get("classes") or []]

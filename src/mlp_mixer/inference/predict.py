@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..data import IMAGE_EXTENSIONS, eval_transform, read_image
+from ..data.decode import IMAGE_EXTENSIONS, read_image
+from ..data.transforms import eval_transform
 from ..utils.devices import resolve_device
 from ..weights.load import load_model
 

@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from ..data import ImageError, TooLargeError, decode_image_bytes, image_header
+from ..data.decode import ImageError, TooLargeError, decode_image_bytes, image_header
 
 FIELDS = ("image", "images")  # multipart field names; repeat the field for several images
 # Declared formats (file extension, Content-Type) -> Pillow's name, to catch e.g. a GIF named .jpg.

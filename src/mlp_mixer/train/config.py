@@ -14,8 +14,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .. import data as datalib
-from ..data import shards as shardlib
+from ..data.shards import is_shards
+from ..data.sources import data_kind
 from ..model.variants import MNIST, SMALL
 from ..utils.devices import default_workers
 
@@ -173,15 +173,6 @@ CHOICES = {
 }
 
 
-def data_kind(data: str | None) -> str:
-    """``"mnist"`` (the embedded default), ``"cifar10"``, ``"cifar100"`` or ``"folder"``."""
-    if data is None:
-        return "mnist"
-    if shardlib.is_shards(data):  # shards train as the source they were written from
-        return shardlib.open_shards(data).kind
-    return datalib.cifar_kind(data) or "folder"
-
-
 def _as_list(value: Any, name: str, kind: type, length: int) -> list | None:
     """``"12,0.1,0.1"`` or ``[12, 0.1, 0.1]`` -> a list of ``length`` numbers; None stays None."""
     if value is None:
@@ -329,6 +320,6 @@ def default_output(data: str | None) -> str:
     """``runs/mnist`` for the embedded default, else ``runs/<folder name>``; a new run replaces an old one."""
     if data is None:
         return str(Path("runs") / "mnist")
-    if shardlib.is_shards(data) and not Path(data).is_dir():  # an index or a pattern: the shards' folder
+    if is_shards(data) and not Path(data).is_dir():  # an index or a pattern: the shards' folder
         return str(Path("runs") / (Path(data).resolve().parent.name or "data"))
     return str(Path("runs") / (Path(data).resolve().name or "data"))

@@ -26,8 +26,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .. import data as datalib
-
 
 def init_from_env(device: torch.device | None = None) -> bool:
     """Join the process group that ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1).
@@ -153,19 +151,11 @@ def batch_rows(batch_size: int) -> tuple[int, int] | None:
 
 
 def shard_dataset(dataset: Any) -> Any:
-    """This process's contiguous share of an evaluation dataset; sums over the shares (:func:`all_reduce_sum`)
-    are the metrics of the whole dataset."""
+    """This process's contiguous share of an evaluation dataset (its ``split(rank, world)``: every split of
+    :mod:`mlp_mixer.data` has one); sums over the shares (:func:`all_reduce_sum`) are the metrics of the whole
+    dataset."""
     w, r = world_size(), rank()
-    if w == 1:
-        return dataset
-    start, stop = len(dataset) * r // w, len(dataset) * (r + 1) // w
-    if isinstance(dataset, datalib.TensorImages):  # keeps the fast in-memory path of iterate_batches
-        return datalib.TensorImages(dataset.images[start:stop], dataset.labels[start:stop], dataset.transform)
-    if isinstance(dataset, datalib.FolderDataset):
-        return datalib.FolderDataset(dataset.samples[start:stop], dataset.in_channels, dataset.transform)
-    if isinstance(dataset, datalib.ShardImages):  # the same contiguous share, of the shards' images in index order
-        return dataset.split(r, w)
-    return torch.utils.data.Subset(dataset, range(start, stop))
+    return dataset if w == 1 else dataset.split(r, w)
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,12 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from .. import data as datalib
-from ..data import shards as shardlib
+from ..data.loader import Batch, iterate_stream
+from ..data.shard_reader import ShardImages
+from ..data.shards import check_readers
+from ..data.sources import load_splits
+from ..data.splits import DataSplits
+from ..data.transforms import eval_geometry, random_affine, random_hflip, train_geometry
 from ..model.pretrained import Preprocessing
 from . import distributed
 from .config import TrainConfig
@@ -45,18 +49,18 @@ def seed_global(seed: int, device: torch.device) -> None:
         torch.cuda.manual_seed(seed)
 
 
-def open_data(config: TrainConfig) -> datalib.DataSplits:
+def open_data(config: TrainConfig) -> DataSplits:
     """The train and held-out splits of ``config.data`` (no transforms yet); fails with one line if unusable,
     also when shards are too few for every process and worker to read its own."""
-    splits = datalib.load_splits(config.data, config.val_fraction, config.in_channels)
-    if isinstance(splits.train, datalib.ShardImages):
-        shardlib.check_readers(len(splits.train.shards), distributed.world_size(), config.workers)
+    splits = load_splits(config.data, config.val_fraction, config.in_channels)
+    if splits.train.streamed:
+        check_readers(len(splits.train.shards), distributed.world_size(), config.workers)
     return splits
 
 
 def shard_epoch(
-    dataset: datalib.ShardImages, config: TrainConfig, epoch: int, steps: int, skip: int, device: torch.device
-) -> Iterator[datalib.Batch]:
+    dataset: ShardImages, config: TrainConfig, epoch: int, steps: int, skip: int, device: torch.device
+) -> Iterator[Batch]:
     """This process's batches of epoch ``epoch`` from shards: ``steps`` of ``batch_size / world`` images each
     (the same count on every process), the first ``skip`` dropped (a resumed epoch).
 
@@ -67,7 +71,7 @@ def shard_epoch(
     dataset.epoch_seed = mix_seed(config.seed, 4, epoch)
     part = dataset.split(distributed.rank(), distributed.world_size())
     per_process = config.batch_size // distributed.world_size()
-    return datalib.iterate_stream(part, per_process, config.workers, device, steps=steps, skip=skip)
+    return iterate_stream(part, per_process, config.workers, device, steps=steps, skip=skip)
 
 
 def augments(config: TrainConfig, epoch: int) -> bool:
@@ -78,7 +82,7 @@ def augments(config: TrainConfig, epoch: int) -> bool:
 
 
 def attach_transforms(
-    splits: datalib.DataSplits, config: TrainConfig, preprocessing: Preprocessing, augment: bool = True
+    splits: DataSplits, config: TrainConfig, preprocessing: Preprocessing, augment: bool = True
 ) -> None:
     """Per-sample transforms (in workers): image files get a random resized crop (train) or the eval resize and
     crop (held-out, and training without ``augment``); RandAugment on request. Everything else happens on whole
@@ -86,9 +90,9 @@ def attach_transforms(
     files = splits.native_size is None
     size = tuple(preprocessing.image_size)
     ra = tuple(config.randaugment) if config.randaugment else None
-    splits.val.transform = datalib.eval_geometry(preprocessing) if files else None
+    splits.val.transform = eval_geometry(preprocessing) if files else None
     if augment:
-        splits.train.transform = datalib.train_geometry(size if files else None, config.crop_scale, ra)
+        splits.train.transform = train_geometry(size if files else None, config.crop_scale, ra)
     else:
         splits.train.transform = splits.val.transform
 
@@ -102,8 +106,8 @@ class BatchAugment:
         self.rows = distributed.batch_rows(config.batch_size)  # several processes: draw as for the whole batch
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        images = datalib.random_affine(images, generator, self.degrees, self.translate, self.scale, rows=self.rows)
-        return datalib.random_hflip(images, generator, self.hflip, rows=self.rows)
+        images = random_affine(images, generator, self.degrees, self.translate, self.scale, rows=self.rows)
+        return random_hflip(images, generator, self.hflip, rows=self.rows)
 
 
 def mixing(config: TrainConfig, num_classes: int) -> Callable | None:

@@ -481,7 +481,7 @@ def _say(*args: Any, **kwargs: Any) -> None:
 def run_epoch(run: Run, dataset: torch.utils.data.Dataset, interrupt: Interrupt) -> EpochStats:
     """Train epoch ``run.epoch`` from where it stands (``run.batch`` steps already done after a resume)."""
     config = run.config
-    if isinstance(dataset, datalib.ShardImages):  # a stream: each process reads its own shards
+    if dataset.streamed:  # a stream: each process reads its own shards
         stream = shard_epoch(dataset, config, run.epoch, run.steps_per_epoch, run.batch, run.device)
         count = run.steps_per_epoch - run.batch
     else:

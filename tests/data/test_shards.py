@@ -1,6 +1,6 @@
-"""WebDataset shards: writing (original bytes, atomic, counted), reading split over processes × workers (every
-image once, equal steps, order from (seed, epoch)), training / eval / few-shot on shards, resume, bad input, and the
-ImageNet recipes under 2 gloo processes.
+"""data.shards: reading split over processes × workers (every image once, equal steps, order from (seed,
+epoch)), bad shards and indexes, and the ImageNet recipes under 2 gloo processes. (Writing: test_shard_writer.py;
+training, evaluation and resume on shards: test_shard_reader.py.)
 
 The oracle of the sharding tests is the list of keys each process actually got from its DataLoader: counted, not
 inferred from the plan.
@@ -12,130 +12,24 @@ import re
 import socket
 import subprocess
 import sys
-import tarfile
-from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from torchvision.io import encode_jpeg, encode_png
+from torchvision.io import encode_png
 
-from mlp_mixer import data as D
 from mlp_mixer.commands import main as cli
 from mlp_mixer.data import shards as S
-from mlp_mixer.train import TrainConfig, train
-from mlp_mixer.train import loop as T
 from mlp_mixer.utils.files import write_json
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = Path(__file__).resolve().parent / "shard_probe.py"
 TINY_FLAGS = ["--dim", "16", "--depth", "1", "--token-dim", "8", "--channel-dim", "16", "--patch-size", "4"]
-
-
-def make_folder(root: Path, train: tuple[int, ...] = (17, 16, 17), val: tuple[int, ...] = (5, 4, 4)) -> Path:
-    """``root/train/c{i}`` and ``root/val/c{i}`` of random 12x12..16x16 images (PNG and JPEG), and one file in train
-    that is not an image at all (it must be skipped and counted)."""
-    g = torch.Generator().manual_seed(0)
-    for split, counts in (("train", train), ("val", val)):
-        for c, n in enumerate(counts):
-            folder = root / split / f"c{c}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                side = 12 + (i % 5)
-                image = torch.randint(0, 256, (3, side, side), generator=g, dtype=torch.uint8)
-                if i % 3:
-                    (folder / f"{i}.png").write_bytes(encode_png(image).numpy().tobytes())
-                else:
-                    (folder / f"{i}.jpg").write_bytes(encode_jpeg(image).numpy().tobytes())
-    (root / "train" / "c0" / "broken.png").write_bytes(b"not an image")
-    return root
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    return make_folder(tmp_path_factory.mktemp("folder"))
-
-
-@pytest.fixture(scope="module")
-def shards(folder, tmp_path_factory) -> Path:
-    """50 training images in 9 shards of <= 6 (the last holds 2), 13 held out in 3."""
-    out = tmp_path_factory.mktemp("shards") / "wds"
-    assert cli(["shard", str(folder), str(out), "--shard-size", "6", "--workers", "0", "--no-progress"]) == 0
-    return out
 
 
 def all_keys(found: S.ShardSet, split: str) -> list[str]:
     return [r[0] for s in found.splits[split] for r in S.read_shard(s, 0, s.images, len(found.classes))]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Writing
-
-
-def test_shard_size_is_bytes_or_images():
-    assert S.parse_shard_size("1GB") == (None, 10**9)
-    assert S.parse_shard_size("256MB") == (None, 256 * 10**6)
-    assert S.parse_shard_size("500") == (500, None) == S.parse_shard_size(500)
-    for bad in ("0", "1.5", "ten", "-3", "5 apples"):
-        with pytest.raises(ValueError, match="--shard-size"):
-            S.parse_shard_size(bad)
-
-
-def test_shards_hold_the_original_bytes_and_the_index_counts_them(folder, shards):
-    index = json.loads((shards / "index.json").read_text())
-    assert index["classes"] == ["c0", "c1", "c2"] and index["kind"] == "folder"
-    train, val = index["splits"]["train"], index["splits"]["val"]
-    assert (train["images"], train["skipped"], val["images"], val["skipped"]) == (50, 1, 13, 0)
-    assert "broken.png" in train["skipped_files"][0]
-    assert [s["images"] for s in train["shards"]] == [6] * 8 + [2]
-    assert [s["name"] for s in val["shards"]] == ["val-000000.tar", "val-000001.tar", "val-000002.tar"]
-    for entry in train["shards"] + val["shards"]:
-        assert (shards / entry["name"]).stat().st_size == entry["bytes"]
-    # every readable file's bytes, unchanged (no re-encoding), with its class as .cls
-    source = Counter(
-        (p.read_bytes(), int(p.parent.name[1:])) for p in (folder / "train").rglob("*.*") if p.name != "broken.png"
-    )
-    stored = Counter()
-    for entry in train["shards"]:
-        with tarfile.open(shards / entry["name"]) as tar:
-            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
-        for name, payload in members.items():
-            key, ext = name.split(".", 1)
-            if ext != "cls":
-                stored[(payload, int(members[f"{key}.cls"]))] += 1
-    assert stored == source
-    # written in a shuffled order: a shard is not one class
-    assert len({r[3] for r in S.read_shard(S.open_shards(shards).splits["train"][0], 0, 6, 3)}) > 1
-
-
-def test_in_memory_images_are_stored_losslessly(tmp_path):
-    from helpers import make_cifar
-
-    cifar = make_cifar(tmp_path / "cifar", per_batch=4, test=5)
-    out = tmp_path / "wds"
-    assert cli(["shard", str(cifar), str(out), "--shard-size", "7", "--workers", "0", "--no-progress"]) == 0
-    _, (x, y), (vx, vy), classes = D.load_cifar(cifar)
-    splits = D.load_splits(out)
-    assert splits.kind == "shards" and splits.classes == classes and splits.native_size == (32, 32)
-    assert (len(splits.train), len(splits.val)) == (20, 5)
-    batches = list(D.batches_of(splits.train, 6, 0, torch.device("cpu")))
-    got = Counter((b.images[i].numpy().tobytes(), int(b.labels[i])) for b in batches for i in range(len(b.labels)))
-    assert got == Counter((x[i].numpy().tobytes(), int(y[i])) for i in range(len(y)))
-
-
-def test_a_killed_writer_leaves_whole_shards_and_no_index(tmp_path):
-    def records():
-        for i in range(9):
-            yield f"train-{i:08d}", "png", b"x" * 100, 0
-        raise KeyboardInterrupt  # killed while writing the second shard
-
-    with pytest.raises(KeyboardInterrupt):
-        S.write_split(records(), tmp_path, "train", 6, None)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["train-000000.tar"]  # no half shard, no temporary
-    with tarfile.open(tmp_path / "train-000000.tar") as tar:
-        assert len(tar.getnames()) == 12  # 6 images and their labels
-    with pytest.raises(FileNotFoundError, match="no shard index"):
-        D.load_splits(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -271,82 +165,6 @@ def test_bad_index_files(tmp_path, shards, capsys):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Training, evaluation and few-shot on shards; resume
-
-
-def tiny(data: Path, output: Path, **changes) -> TrainConfig:
-    """50 training images, global batch 8: 6 steps an epoch, 2 epochs, every augmentation that has a seed on."""
-    config = TrainConfig(
-        data=str(data), dim=16, depth=1, token_dim=8, channel_dim=16, patch_size=4, image_size=8, batch_size=8,
-        epochs=2, device="cpu", workers=2, threads=1, output=str(output), randaugment=[1, 5], mixup=0.2,
-        drop_path=0.1,
-    )  # fmt: skip
-    return config.replace(**changes)
-
-
-@pytest.fixture(scope="module")
-def shard_run(shards, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run") / "whole"
-    metrics = train(tiny(shards, out))
-    assert metrics["status"] == "completed" and metrics["val_images"] == 13 and metrics["step"] == 12
-    return out
-
-
-def _weights(run: Path) -> dict:
-    return torch.load(run / "last.pt", weights_only=True)["model"]
-
-
-def _same(a: dict, b: dict) -> None:
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
-
-
-def test_resume_on_shards_repeats_the_uninterrupted_run(shards, shard_run, tmp_path, monkeypatch):
-    # stopped after epoch 1, resumed: the next epoch in the same order as the uninterrupted run
-    stopped = train(tiny(shards, tmp_path / "a"), on_epoch_end=lambda row: row["epoch"] >= 1)
-    assert stopped["status"] == "interrupted"
-    train(TrainConfig(resume=str(tmp_path / "a"), output=str(tmp_path / "a")))
-    _same(_weights(tmp_path / "a"), _weights(shard_run))
-
-    # stopped mid-epoch (after 3 of 6 steps of epoch 2): the resumed epoch reads past the 3 batches already trained
-    class StopAfter(T.Interrupt):
-        calls = 0
-
-        @property
-        def requested(self):
-            StopAfter.calls += 1
-            return StopAfter.calls == 9
-
-        @requested.setter
-        def requested(self, value):
-            pass
-
-    monkeypatch.setattr(T, "Interrupt", StopAfter)
-    assert train(tiny(shards, tmp_path / "b"))["status"] == "interrupted"
-    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["batch"] == 3
-    monkeypatch.undo()
-    train(TrainConfig(resume=str(tmp_path / "b"), output=str(tmp_path / "b")))
-    _same(_weights(tmp_path / "b"), _weights(shard_run))
-
-
-def test_eval_and_fewshot_read_shards(shards, shard_run, tmp_path, capsys):
-    from mlp_mixer.analysis.evaluate import evaluate
-    from mlp_mixer.analysis.fewshot import fewshot
-
-    held_out = json.loads((shard_run / "eval.json").read_text())
-    report = evaluate(shard_run, shards, tmp_path / "e1", workers=2, device="cpu")  # the index's val split
-    assert report["images"] == 13 and report["confusion_matrix"] == held_out["confusion_matrix"]
-    report = evaluate(shard_run, str(shards / "val-{000000..000001}.tar"), tmp_path / "e2", workers=0, device="cpu")
-    assert report["images"] == 12  # the two shards named
-    report = evaluate(shard_run, None, tmp_path / "e3", workers=1, device="cpu")  # the run's own held-out split
-    assert report["images"] == 13
-    result = fewshot(shard_run, shards, shots=[1, 2], seeds=2, device="cpu", workers=2, progress=False)
-    assert (result["train_images"], result["test_images"]) == (50, 13)
-    assert cli(["eval", "--checkpoint", str(shard_run), "--data", str(shards), "--device", "cpu"]) == 0
-    assert "on 13 images" in capsys.readouterr().out
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Processes: 2 gloo processes with torchrun, and two torchrun "nodes" with a c10d rendezvous
 
 
@@ -392,7 +210,7 @@ def check_probe(result_file: Path, shards: Path, world: int, batch: int) -> None
 def test_two_processes_read_every_image_once_with_equal_steps(shards, tmp_path):
     out = tmp_path / "probe.json"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    command += [str(ROOT / "tests" / "shard_probe.py"), str(shards), str(out), "2", "8"]
+    command += [str(PROBE), str(shards), str(out), "2", "8"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=_env())
     assert done.returncode == 0, done.stderr[-3000:]
     check_probe(out, shards, world=2, batch=8)
@@ -407,7 +225,7 @@ def test_two_nodes_with_a_c10d_rendezvous(shards, tmp_path):
     for node in range(2):
         command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node)]
         command += ["--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}"]
-        command += ["--rdzv-id", "shards-test", str(ROOT / "tests" / "shard_probe.py"), str(shards), str(out), "2", "8"]
+        command += ["--rdzv-id", "shards-test", str(PROBE), str(shards), str(out), "2", "8"]
         launchers.append(
             subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
         )
@@ -415,17 +233,6 @@ def test_two_nodes_with_a_c10d_rendezvous(shards, tmp_path):
         _, err = launcher.communicate(timeout=240)
         assert launcher.returncode == 0, err[-3000:]
     check_probe(out, shards, world=2, batch=8)
-
-
-@pytest.fixture(scope="module")
-def recipe_shards(tmp_path_factory) -> Path:
-    """16 training images in 4 shards (2 processes × 2 workers read one each), 6 held out."""
-    root = tmp_path_factory.mktemp("recipe")
-    make_folder(root / "folder", train=(6, 5, 5), val=(2, 2, 2))
-    (root / "folder" / "train" / "c0" / "broken.png").unlink()
-    out = root / "wds"
-    assert cli(["shard", str(root / "folder"), str(out), "--shard-size", "4", "--workers", "0", "--no-progress"]) == 0
-    return out
 
 
 def _torchrun_train(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:

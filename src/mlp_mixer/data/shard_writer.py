@@ -1,0 +1,216 @@
+"""The shard writer (``mlp-mixer shard``): any source ``train --data`` reads, written as WebDataset tar shards
+with their ``index.json`` (:mod:`.shards` describes the format): files keep their original bytes, in-memory images
+become PNG; each shard is written atomically and the index last.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO, Any
+
+from torch.utils.data import DataLoader, Dataset
+
+from ..utils.files import atomic_write, write_json
+from .decode import ImageError, decode_image_bytes, read_bytes
+from .loader import worker_init
+from .shards import DEFAULT_SHARD_SIZE, FORMAT, INDEX_NAME, SPLITS, Record, is_shards, read_index
+from .sources import load_splits
+
+
+def parse_shard_size(text: str | int) -> tuple[int | None, int | None]:
+    """``"1GB"``, ``"256MB"``, ``"500KB"`` -> (None, bytes); ``"1000"`` or 1000 -> (images, None)."""
+    value = str(text).strip().upper().replace(" ", "")
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(KB|MB|GB|TB|B)?", value)
+    if not match or float(match[1]) <= 0:
+        raise ValueError(f"--shard-size must be a size like 1GB or 256MB, or a number of images, got {text!r}")
+    if match[2] is None:
+        if "." in match[1]:
+            raise ValueError(f"--shard-size {text}: a number of images must be a whole number")
+        return int(match[1]), None
+    scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}[match[2]]
+    return None, int(float(match[1]) * scale)
+
+
+class _Peekable:
+    def __init__(self, items: Iterable[Record]) -> None:
+        self._items, self._next = iter(items), None
+
+    def peek(self) -> Record | None:
+        if self._next is None:
+            self._next = next(self._items, None)
+        return self._next
+
+    def pop(self) -> Record | None:
+        item, self._next = self.peek(), None
+        return item
+
+
+def write_split(
+    records: Iterable[Record], out: str | Path, split: str, max_images: int | None, max_bytes: int | None
+) -> list[dict[str, Any]]:
+    """Write ``records`` to ``out/{split}-000000.tar``, ... and return the index entries of the shards.
+
+    Each shard is written atomically (a temporary file renamed when complete), so a killed run leaves whole shards
+    and no index (the index is written last, by :func:`write_index`). A shard is closed before the image that
+    would take it past ``max_images`` or ``max_bytes`` (a shard holds at least one image).
+    """
+    import webdataset
+
+    out, pending, entries = Path(out), _Peekable(records), []
+    while pending.peek() is not None:
+        entry: dict[str, Any] = {"name": f"{split}-{len(entries):06d}.tar", "images": 0}
+
+        def fill(f: IO[bytes], entry: dict[str, Any] = entry) -> None:
+            writer = webdataset.TarWriter(f, encoder=False, mtime=0)  # mtime 0: the same input, the same bytes
+            try:
+                while (record := pending.peek()) is not None:
+                    key, ext, payload, label = record
+                    full = max_images is not None and entry["images"] >= max_images
+                    full |= max_bytes is not None and entry["images"] and f.tell() + len(payload) + 2048 > max_bytes
+                    if full:
+                        break
+                    writer.write({"__key__": key, ext: payload, "cls": str(label).encode()})
+                    entry["images"] += 1
+                    pending.pop()
+            finally:
+                writer.close()  # the tar's end blocks (a failed shard's temporary file is deleted by atomic_write)
+
+        path = atomic_write(out / entry["name"], fill)
+        entry["bytes"] = path.stat().st_size
+        entries.append(entry)
+    return entries
+
+
+def write_index(
+    out: str | Path, meta: dict[str, Any], splits: dict[str, dict[str, Any]], replace: bool = False
+) -> dict[str, Any]:
+    """Write ``out/index.json``: ``meta`` (classes, in_channels, kind, native_size, source) and ``splits``
+    (``{split: {"images", "skipped", "shards": [{"name", "images", "bytes"}]}}``). Splits already in the index
+    that are not rewritten are kept, when the classes agree (``mlp-mixer shard --split val`` after ``--split
+    train``)."""
+    path = Path(out) / INDEX_NAME
+    kept: dict[str, Any] = {}
+    if path.is_file() and not replace:
+        old = read_index(path)
+        if old.get("classes") == meta["classes"] and old.get("format") == FORMAT:
+            kept = {k: v for k, v in old.get("splits", {}).items() if k not in splits}
+    index = {"format": FORMAT, "version": 1, **meta, "splits": {**kept, **splits}}
+    write_json(path, index)
+    return index
+
+
+class _EncodedImages(Dataset):
+    """``(extension, bytes, label)`` of each image of a dataset, or ``(None, reason)`` for a file that does not
+    decode: files keep their original bytes (checked by decoding them, as training would); in-memory images
+    (MNIST, CIFAR) are encoded as PNG, which is lossless."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple:
+        if self.dataset.in_memory:
+            from torchvision.io import encode_png
+
+            png = encode_png(self.dataset.images[index].contiguous())
+            return "png", png.numpy().tobytes(), int(self.dataset.labels[index])
+        path, label = self.dataset.samples[index]
+        try:
+            payload = read_bytes(path)
+            decode_image_bytes(payload, self.dataset.in_channels, path)
+        except ImageError as err:
+            return None, str(err)
+        ext = Path(path).suffix.lower().lstrip(".")
+        return ("jpg" if ext == "jpeg" else ext), payload, label
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def write_shards(
+    source: str | Path | None,
+    out: str | Path,
+    split: str | None = None,
+    shard_size: str | int = DEFAULT_SHARD_SIZE,
+    val_fraction: float = 0.1,
+    in_channels: int | None = None,
+    workers: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write any source ``train --data`` reads as WebDataset shards with ``index.json`` (``mlp-mixer shard``).
+
+    Each split's images are written in an order shuffled with a fixed seed (a folder is sorted by class: shards
+    of one class each would make a poor stream), ``shard_size`` images or bytes per shard; files keep their
+    original bytes, in-memory images become PNG. Images that do not decode are skipped and counted.
+
+    Args:
+        source: a folder or CIFAR folder, as ``--data``; None or ``"embedded"`` for the embedded MNIST digits.
+        out: the folder of the shards and their index (created).
+        split: ``"train"`` or ``"val"`` alone; None for both. Writing one split keeps the other in the index.
+        shard_size: ``"1GB"``, ``"256MB"``, or a number of images.
+        val_fraction: held out of a folder without ``val/`` (per class, fixed seed: the split training uses).
+        in_channels: decode-check files with this many channels; None infers it.
+        workers: DataLoader processes reading and checking the files.
+        progress: a progress bar per split.
+
+    Returns:
+        The index written.
+    """
+    from tqdm import tqdm
+
+    max_images, max_bytes = parse_shard_size(shard_size)
+    data = None if source is None or str(source) == "embedded" else source
+    if data is not None and not Path(data).exists():
+        raise FileNotFoundError(f"SRC {data} does not exist (a folder, a CIFAR folder, or 'embedded')")
+    if is_shards(data):
+        raise ValueError(f"{source} is already shards (it holds or names {INDEX_NAME})")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    splits = load_splits(data, val_fraction, in_channels)
+    written = {}
+    for name in [split] if split else list(SPLITS):
+        dataset = splits.train if name == "train" else splits.val
+        order = list(range(len(dataset)))
+        random.Random(f"shard-write-{name}").shuffle(order)
+        loader = DataLoader(
+            _EncodedImages(dataset),
+            batch_size=None,
+            sampler=order,
+            num_workers=workers,
+            collate_fn=_as_is,
+            worker_init_fn=worker_init,
+        )
+        skipped: list[str] = []
+        bar = tqdm(total=len(order), desc=f"{name} shards", unit="img", disable=not progress, leave=False)
+
+        def records(loader: DataLoader = loader, skipped: list[str] = skipped, bar: Any = bar, name: str = name):
+            for position, item in enumerate(loader):
+                bar.update(1)
+                if item[0] is None:
+                    skipped.append(item[1])
+                    continue
+                ext, payload, label = item
+                yield f"{name}-{position:08d}", ext, payload, label
+
+        entries = write_split(records(), out, name, max_images, max_bytes)
+        bar.close()
+        written[name] = {
+            "images": sum(e["images"] for e in entries),
+            "skipped": len(skipped),
+            "skipped_files": sorted(skipped),
+            "shards": entries,
+        }
+    meta = {
+        "source": str(source) if data is not None else "embedded MNIST digits",
+        "kind": splits.kind,
+        "classes": list(splits.classes),
+        "in_channels": splits.in_channels,
+        "native_size": list(splits.native_size) if splits.native_size else None,
+    }
+    return write_index(out, meta, written)

@@ -1,0 +1,152 @@
+"""Transforms: what turns a uint8 image into the model's input, per sample (in data workers) and per batch.
+
+Per sample, uint8 -> uint8: the evaluation resize and crop that every set of weights carries
+(:func:`eval_geometry`, and :func:`eval_transform` for one image as ``predict`` does), the training crop and
+RandAugment (:func:`train_geometry`), seeded per sample (:func:`sample_seed`). Per batch, on the training device:
+:func:`to_input` (channels, scale, resize, normalise) and the batch augmentations (:func:`random_affine`,
+:func:`random_hflip`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+from ..model.pretrained import Preprocessing
+
+
+def eval_geometry(preprocessing: Preprocessing) -> v2.Compose:
+    """The resize and center crop of :func:`eval_transform`, on uint8 images (what a data worker does)."""
+    h, w = preprocessing.image_size
+    resize = [round(h / preprocessing.crop_pct), round(w / preprocessing.crop_pct)]
+    interpolation = v2.InterpolationMode(preprocessing.interpolation)
+    return v2.Compose(
+        [
+            v2.Resize(min(resize) if h == w else resize, interpolation=interpolation, antialias=True),
+            v2.CenterCrop((h, w)),
+        ]
+    )
+
+
+def eval_transform(preprocessing: Preprocessing) -> v2.Compose:
+    """Resize the shorter side to image_size / crop_pct, center-crop to image_size, scale, normalize."""
+    return v2.Compose(
+        [
+            *eval_geometry(preprocessing).transforms,
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(preprocessing.mean), std=list(preprocessing.std)),
+        ]
+    )
+
+
+def train_geometry(
+    image_size: tuple[int, int] | None, crop_scale: float, randaugment: tuple[int, int] | None
+) -> v2.Compose | None:
+    """Per-sample training transform (uint8 -> uint8): a random resized crop to ``image_size`` (image files; None
+    for in-memory images, which are resized as a batch), then RandAugment; None when there is nothing to do.
+
+    Flips and affine jitter are done on whole batches instead (:func:`random_hflip`, :func:`random_affine`).
+    """
+    transforms: list[v2.Transform] = []
+    if image_size is not None:
+        transforms.append(v2.RandomResizedCrop(image_size, scale=(crop_scale, 1.0), antialias=True))
+    if randaugment is not None:
+        transforms.append(v2.RandAugment(num_ops=randaugment[0], magnitude=randaugment[1]))
+    return v2.Compose(transforms) if transforms else None
+
+
+def sample_seed(epoch_seed: int, index: int) -> int:
+    """The seed of one sample's random transform: a function of (epoch, index) only, so augmentation does not
+    depend on the number of workers, on which worker loads the sample, or on where a resumed epoch restarts."""
+    return (epoch_seed * 1_000_003 + index) % (2**63 - 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Augmentation on whole batches (float, on the training device)
+
+
+def _uniform(generator: torch.Generator, n: int, *shape: int, rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """U(0, 1) draws (n, *shape) for a batch of ``n`` images. ``rows=(first, total)``: these images are rows
+    ``first...`` of a batch of ``total`` split over processes; the whole batch's draws are made and these rows kept,
+    so each image is augmented as it would be on one process."""
+    first, total = rows or (0, n)
+    return torch.rand(total, *shape, generator=generator, device=generator.device)[first : first + n]
+
+
+def random_affine(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    degrees: float = 0.0,
+    translate: float = 0.0,
+    scale: float = 0.0,
+    rows: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Rotate by U(-degrees, degrees), shift by U(-translate, translate) of the size, zoom by 1 + U(-scale, scale),
+    each drawn per image from ``generator``; pixels from outside the image are 0 (black before normalising).
+
+    One ``grid_sample`` on the whole batch: the cost is negligible next to a training step. ``rows``: see
+    :func:`_uniform`.
+    """
+    if degrees == 0 and translate == 0 and scale == 0:
+        return images
+    u = _uniform(generator, images.shape[0], 4, rows=rows).to(images.device) * 2 - 1
+    angle = u[:, 0] * math.radians(degrees)
+    zoom = 1 + u[:, 1] * scale
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack(
+        [torch.stack([cos, -sin, u[:, 2] * 2 * translate], 1), torch.stack([sin, cos, u[:, 3] * 2 * translate], 1)], 1
+    ).to(images.dtype)  # output -> input sampling grid in [-1, 1] coordinates
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def random_hflip(
+    images: torch.Tensor, generator: torch.Generator, p: float, rows: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Flip each image left-right with probability ``p`` (drawn from ``generator``; ``rows``: see :func:`_uniform`)."""
+    if p <= 0:
+        return images
+    flip = (_uniform(generator, images.shape[0], rows=rows) < p).to(images.device)
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+def resize_batch(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear (antialiased) resize of a float batch to ``size``; a no-op when it already has that size."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def match_channels(images: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Grayscale -> RGB by repeating the channel, RGB -> grayscale by luminance (as :func:`read_image`)."""
+    if images.shape[-3] == in_channels:
+        return images
+    if images.shape[-3] == 1:
+        return images.expand(*images.shape[:-3], in_channels, *images.shape[-2:])
+    if in_channels == 1 and images.shape[-3] == 3:
+        return v2.functional.rgb_to_grayscale(images)
+    raise ValueError(f"images with {images.shape[-3]} channels cannot be fed to a model with {in_channels}")
+
+
+def to_input(
+    images: torch.Tensor,
+    preprocessing: Preprocessing,
+    in_channels: int,
+    device: torch.device,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """A uint8 batch (B, C, H, W) -> the model's input on ``device``: channels matched, scaled to [0, 1], resized
+    to the model's size (in-memory images; files arrive at that size), augmented (training), normalised.
+
+    For files this is bitwise what :func:`eval_transform` does per image: the same ops, batched.
+    """
+    x = match_channels(images.to(device, non_blocking=True), in_channels)
+    x = v2.functional.to_dtype(x, torch.float32, scale=True)
+    x = resize_batch(x, tuple(preprocessing.image_size))
+    if augment is not None:
+        x = augment(x)
+    return v2.functional.normalize(x, list(preprocessing.mean), list(preprocessing.std))

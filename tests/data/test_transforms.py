@@ -1,0 +1,46 @@
+"""data.transforms: the batched input is the per-image eval transform; batch augmentation."""
+
+import torch
+
+from mlp_mixer.data.decode import read_image
+from mlp_mixer.data.transforms import eval_geometry, eval_transform, random_affine, random_hflip, to_input
+from mlp_mixer.model.pretrained import Preprocessing
+
+
+def test_to_input_is_eval_transform_batched(odd_images):
+    """What evaluation feeds the model is bitwise what predict's per-image transform gives."""
+    preprocessing = Preprocessing(image_size=(16, 16), mean=(0.2, 0.4, 0.6), std=(0.3, 0.2, 0.1), crop_pct=0.8)
+    paths = [p for p, ok in odd_images.values() if ok]
+    geometry = eval_geometry(preprocessing)
+    batch = torch.stack([geometry(read_image(p, 3)) for p in paths])
+    got = to_input(batch, preprocessing, 3, torch.device("cpu"))
+    expected = torch.stack([eval_transform(preprocessing)(read_image(p, 3)) for p in paths])
+    assert torch.equal(got, expected)
+
+
+def test_to_input_matches_channels_and_size():
+    gray = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    x = to_input(gray, Preprocessing(image_size=(56, 56), mean=(0.5,) * 3, std=(0.5,) * 3), 3, torch.device("cpu"))
+    assert x.shape == (2, 3, 56, 56) and torch.equal(x[:, 0], x[:, 2])
+    assert x.min() >= -1 and x.max() <= 1
+
+
+def test_random_affine_identity_and_determinism():
+    images = torch.rand(4, 1, 28, 28)
+    g = torch.Generator().manual_seed(0)
+    assert random_affine(images, g) is images
+    # A pure shift by a whole number of pixels moves the image by that many pixels.
+    shifted = random_affine(images, torch.Generator().manual_seed(1), translate=0.1)
+    assert shifted.shape == images.shape and not torch.equal(shifted, images)
+    again = random_affine(images, torch.Generator().manual_seed(1), translate=0.1)
+    assert torch.equal(shifted, again)
+    # Zero rotation, zoom and shift is the identity up to bilinear rounding.
+    theta_free = random_affine(images, torch.Generator().manual_seed(2), degrees=1e-9)
+    torch.testing.assert_close(theta_free, images, atol=1e-5, rtol=0)
+
+
+def test_random_hflip_flips_the_drawn_images():
+    images = torch.arange(2 * 1 * 2 * 3, dtype=torch.float32).reshape(2, 1, 2, 3)
+    flipped = random_hflip(images, torch.Generator().manual_seed(0), p=1.0)
+    assert torch.equal(flipped, images.flip(-1))
+    assert random_hflip(images, torch.Generator(), p=0.0) is images
