@@ -183,3 +183,22 @@ def test_help_shows_the_resolved_training_defaults():
     text = dict(_verb_parsers())["train"].format_help()
     assert f"{DATA_DEFAULTS['mnist']['lr']} on the embedded MNIST" in " ".join(text.split())
     assert f"{DEFAULTS['lr']} otherwise" in " ".join(text.split())
+
+
+# Test modules that exercise the whole package at once (its command line, its docs, hostile inputs, this layout)
+# sit at the top of tests/; every other one is tests/<folder>/test_<module>.py for the module it tests.
+ACROSS_THE_PACKAGE = {"test_cli", "test_docs", "test_fuzz", "test_hardening", "test_layout"}
+
+
+def test_tests_mirror_the_package():
+    modules, tests, wrong = set(import_graph()), ROOT / "tests", []
+    for path in sorted(tests.rglob("test_*.py")):
+        parts = path.relative_to(tests).parts
+        name = path.stem.removeprefix("test_")
+        if len(parts) == 1:
+            ok = path.stem in ACROSS_THE_PACKAGE
+        else:
+            ok = len(parts) == 2 and (parts[0] if name == "init" else f"{parts[0]}.{name}") in modules
+        if not ok:
+            wrong.append(str(path.relative_to(tests)))
+    assert not wrong, "tests that mirror no module: " + ", ".join(wrong)
