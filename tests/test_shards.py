@@ -24,8 +24,7 @@ from torchvision.io import encode_jpeg, encode_png
 from mlp_mixer import data as D
 from mlp_mixer.commands import main as cli
 from mlp_mixer.data import shards as S
-from mlp_mixer.train import TrainConfig, train
-from mlp_mixer.train import loop as T
+from mlp_mixer.train import TrainConfig, signals, train
 from mlp_mixer.utils.files import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -309,7 +308,7 @@ def test_resume_on_shards_repeats_the_uninterrupted_run(shards, shard_run, tmp_p
     _same(_weights(tmp_path / "a"), _weights(shard_run))
 
     # stopped mid-epoch (after 3 of 6 steps of epoch 2): the resumed epoch reads past the 3 batches already trained
-    class StopAfter(T.Interrupt):
+    class StopAfter(signals.Interrupt):
         calls = 0
 
         @property
@@ -321,7 +320,7 @@ def test_resume_on_shards_repeats_the_uninterrupted_run(shards, shard_run, tmp_p
         def requested(self, value):
             pass
 
-    monkeypatch.setattr(T, "Interrupt", StopAfter)
+    monkeypatch.setattr(signals, "Interrupt", StopAfter)
     assert train(tiny(shards, tmp_path / "b"))["status"] == "interrupted"
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["batch"] == 3
     monkeypatch.undo()
