@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -33,7 +34,7 @@ def init_from_env(device: torch.device | None = None) -> bool:
     """Join the process group that ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1).
 
     Idempotent: nothing happens without torchrun, with one process, or when the caller already initialised a
-    group. A group created here is destroyed when the process exits.
+    group. A group created here is destroyed when the process exits (:func:`teardown`).
 
     Args:
         device: the training device. CUDA: gloo for CPU tensors (metrics, stop flags) and NCCL for CUDA tensors
@@ -58,8 +59,19 @@ def init_from_env(device: torch.device | None = None) -> bool:
 
 
 def teardown() -> None:
-    """Leave the process group (if any); torch warns at exit about a group that was never destroyed."""
+    """Leave the process group (if any), so that its native side ends while the interpreter is still whole.
+
+    ``destroy_process_group`` frees the group only with its last Python reference: until then gloo's worker and
+    socket threads run on, into interpreter shutdown, where PyTorch's own tests saw ranks abort in native code
+    ("terminate called without an active exception", pytorch/pytorch#65237). A finished run's DDP model holds
+    the group and sits in reference cycles: collected first, it lets the group go here. (After FSDP2, torch 2.14
+    itself keeps the mesh, and so the group, referenced to the end: tests/train/test_distributed.py.)
+
+    No barrier: from the exit handler after an error on one process it would wait for the others forever, and
+    a :func:`mlp_mixer.train.train` that returns has passed its last one already.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
