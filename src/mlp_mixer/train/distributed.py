@@ -6,7 +6,7 @@ torchrun, or with one process, there is no process group and every helper here i
 ``mlp-mixer train`` on one process is exactly what it was.
 
 One rule makes runs comparable: ``--batch-size`` is the *global* batch. Every optimizer step uses the same
-samples whatever the number of processes (:func:`mlp_mixer.train.loop.epoch_batches`, drawn from (seed, epoch));
+samples whatever the number of processes (:func:`mlp_mixer.train.inputs.epoch_batches`, drawn from (seed, epoch));
 process ``r`` of ``W`` takes the ``r``-th contiguous ``B / W`` of each batch (:func:`shard_batch`, what a
 ``DistributedSampler`` with ``set_epoch`` is for), draws its augmentation as that slice of the whole batch's draws
 (:func:`batch_rows`), and the gradients are averaged over processes. A step on ``W`` processes is therefore the
