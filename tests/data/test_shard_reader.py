@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from mlp_mixer.commands import main as cli
-from mlp_mixer.train import TrainConfig, train
-from mlp_mixer.train import loop as T
+from mlp_mixer.train import TrainConfig, signals, train
 
 # ---------------------------------------------------------------------------------------------------------------
 # Training, evaluation and few-shot on shards; resume
@@ -50,7 +49,7 @@ def test_resume_on_shards_repeats_the_uninterrupted_run(shards, shard_run, tmp_p
     _same(_weights(tmp_path / "a"), _weights(shard_run))
 
     # stopped mid-epoch (after 3 of 6 steps of epoch 2): the resumed epoch reads past the 3 batches already trained
-    class StopAfter(T.Interrupt):
+    class StopAfter(signals.Interrupt):
         calls = 0
 
         @property
@@ -62,7 +61,7 @@ def test_resume_on_shards_repeats_the_uninterrupted_run(shards, shard_run, tmp_p
         def requested(self, value):
             pass
 
-    monkeypatch.setattr(T, "Interrupt", StopAfter)
+    monkeypatch.setattr(signals, "Interrupt", StopAfter)
     assert train(tiny(shards, tmp_path / "b"))["status"] == "interrupted"
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["batch"] == 3
     monkeypatch.undo()

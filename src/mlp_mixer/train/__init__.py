@@ -1,6 +1,7 @@
 """Training, cut as torchvision's reference script is: the settings (:mod:`.config`), what each epoch reads and
-in which order (:mod:`.inputs`), the optimizer and schedule (:mod:`.optim`), the run folder (:mod:`.run_dir`),
-the processes (:mod:`.distributed`) and the loop (:mod:`.loop`).
+in which order (:mod:`.inputs`), the optimizer and schedule (:mod:`.optim`), the record of a run (:mod:`.state`),
+building it (:mod:`.build`), its checkpoints (:mod:`.checkpointing`), the run folder (:mod:`.run_dir`), Ctrl-C
+(:mod:`.signals`), the processes (:mod:`.distributed`) and the loop (:mod:`.loop`).
 
 ``from mlp_mixer.train import TrainConfig, train`` works as before; each name loads its module on first use, so
 that reading the settings (the command line's help) does not import the loop.

@@ -6,7 +6,7 @@ torchrun, or with one process, there is no process group and every helper here i
 ``mlp-mixer train`` on one process is exactly what it was.
 
 One rule makes runs comparable: ``--batch-size`` is the *global* batch. Every optimizer step uses the same
-samples whatever the number of processes (:func:`mlp_mixer.train.loop.epoch_batches`, drawn from (seed, epoch));
+samples whatever the number of processes (:func:`mlp_mixer.train.inputs.epoch_batches`, drawn from (seed, epoch));
 process ``r`` of ``W`` takes the ``r``-th contiguous ``B / W`` of each batch (:func:`shard_batch`, what a
 ``DistributedSampler`` with ``set_epoch`` is for), draws its augmentation as that slice of the whole batch's draws
 (:func:`batch_rows`), and the gradients are averaged over processes. A step on ``W`` processes is therefore the
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -31,7 +32,7 @@ def init_from_env(device: torch.device | None = None) -> bool:
     """Join the process group that ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1).
 
     Idempotent: nothing happens without torchrun, with one process, or when the caller already initialised a
-    group. A group created here is destroyed when the process exits.
+    group. A group created here is destroyed when the process exits (:func:`teardown`).
 
     Args:
         device: the training device. CUDA: gloo for CPU tensors (metrics, stop flags) and NCCL for CUDA tensors
@@ -56,8 +57,19 @@ def init_from_env(device: torch.device | None = None) -> bool:
 
 
 def teardown() -> None:
-    """Leave the process group (if any); torch warns at exit about a group that was never destroyed."""
+    """Leave the process group (if any), so that its native side ends while the interpreter is still whole.
+
+    ``destroy_process_group`` frees the group only with its last Python reference: until then gloo's worker and
+    socket threads run on, into interpreter shutdown, where PyTorch's own tests saw ranks abort in native code
+    ("terminate called without an active exception", pytorch/pytorch#65237). A finished run's DDP model holds
+    the group and sits in reference cycles: collected first, it lets the group go here. (After FSDP2, torch 2.14
+    itself keeps the mesh, and so the group, referenced to the end: tests/train/test_distributed.py.)
+
+    No barrier: from the exit handler after an error on one process it would wait for the others forever, and
+    a :func:`mlp_mixer.train.train` that returns has passed its last one already.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

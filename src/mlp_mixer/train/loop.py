@@ -7,9 +7,10 @@
     from mlp_mixer.train import TrainConfig, train
     metrics = train(TrainConfig(data="photos/", epochs=20, output="runs/photos"))
 
-The script is linear, as torchvision's reference one: the settings (:mod:`mlp_mixer.train.config`), the run
-folder (:mod:`mlp_mixer.train.run_dir`), and here the loop: :func:`train_one_epoch`, :func:`evaluate_held_out`,
-:func:`train`.
+The script is linear, as torchvision's reference one: the settings (:mod:`.config`), the run built from them
+(:mod:`.build`: model, optimizer, schedule, EMA, in the :class:`~.state.Run` record), its checkpoints
+(:mod:`.checkpointing`), the run folder (:mod:`.run_dir`), Ctrl-C (:mod:`.signals`), and here the loop:
+:func:`train_one_epoch`, :func:`evaluate_held_out`, :func:`train`.
 
 Nothing is lost: checkpoints are written atomically; Ctrl-C finishes the current step, saves and exits; every
 random draw is a function of (seed, step) (the sample order of an epoch, each sample's augmentation, dropout),
@@ -18,13 +19,9 @@ so ``--resume`` continues exactly where the run stopped, even within an epoch.
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +31,12 @@ from torch import nn
 
 from .. import data as datalib
 from ..analysis.evaluate import EvalResult, evaluate_model, write_report
-from ..model.mixer import MLPMixer, count_parameters
-from ..model.pretrained import Preprocessing
-from ..model.variants import variant_config
-from ..utils.devices import loadavg, machine_info, native_bf16, resolve_device
-from ..weights.checkpoint import load_checkpoint, resolve_checkpoint
-from ..weights.load import load_model
-from . import distributed
+from ..model.mixer import count_parameters
+from ..utils.devices import loadavg, machine_info, resolve_device
+from . import distributed, signals
+from .build import prepare_run
+from .checkpointing import make_checkpoint, resume_config
 from .config import (
-    FIELDS,
-    SIZE_FIELDS,
     TrainConfig,
     default_output,
     resolve_config,
@@ -55,190 +48,27 @@ from .inputs import (
     augments,
     epoch_batches,
     mix_seed,
-    mixing,
     open_data,
     seed_global,
     shard_epoch,
 )
-from .optim import EMA, build_optimizer, build_scheduler
 from .run_dir import RunFiles
-
-# ---------------------------------------------------------------------------------------------------------------
-# Model
-
-
-def _sizes_from(config: TrainConfig) -> dict[str, Any]:
-    base = variant_config(config.model) if config.model else {}
-    for key in SIZE_FIELDS:
-        if getattr(config, key) is not None:
-            base[key] = getattr(config, key)
-    missing = [k for k in SIZE_FIELDS if k not in base]
-    if missing:
-        raise ValueError(f"the model needs {', '.join('--' + m.replace('_', '-') for m in missing)} (or --model)")
-    return base
-
-
-def build_model(
-    config: TrainConfig, splits: datalib.DataSplits, checkpoint: dict[str, Any] | None = None
-) -> tuple[MLPMixer, Preprocessing, list[str]]:
-    """The model to train, its preprocessing and notes for the user.
-
-    From scratch: a variant or explicit sizes, with in_channels and num_classes from the data. ``--init-from``:
-    the stored model with a zero head for the data's classes, optionally at a new ``--image-size``
-    (:func:`mlp_mixer.weights.resize.resize_model`). ``--resume``: exactly the checkpoint's model.
-    """
-    notes = []
-    num_classes = len(splits.classes)
-    if config.num_classes is not None and config.num_classes != num_classes:
-        raise ValueError(
-            f"--num-classes {config.num_classes} does not match the data: {num_classes} classes "
-            f"({_names(splits.classes)})"
-        )
-    extra = dict(dropout=config.dropout, drop_path=config.drop_path)
-    if checkpoint is not None:  # --resume
-        model = MLPMixer(**{**checkpoint["model_config"], **extra})
-        stored = list(checkpoint.get("classes", []))
-        if stored != splits.classes:
-            raise ValueError(
-                f"checkpoint {config.resume} was trained on {len(stored)} classes ({_names(stored)}), the data has "
-                f"{num_classes} ({_names(splits.classes)})"
-            )
-        _check_sizes(config, checkpoint["model_config"], f"checkpoint {config.resume}")
-        preprocessing = Preprocessing.from_dict(checkpoint["preprocessing"])
-        return model, preprocessing, notes
-    if config.init_from is not None:
-        loaded = load_model(config.init_from)
-        stored_config = loaded.config()
-        _check_sizes(config.replace(image_size=None), stored_config, f"--init-from {config.init_from}")
-        model = MLPMixer(**{**stored_config, **extra})
-        model.load_state_dict(loaded.state_dict())
-        model.preprocessing = loaded.preprocessing
-        if config.image_size is not None and (config.image_size, config.image_size) != tuple(model.image_size):
-            from ..weights.resize import resize_model  # imported here: only fine-tuning at a new resolution needs it
-
-            model = resize_model(model, config.image_size, method="auto")
-            notes.append(f"resized the model from {stored_config['image_size']} to {list(model.image_size)}")
-        model.reset_classifier(num_classes)
-        notes.append(f"initialised from {config.init_from}; new zero head for {num_classes} classes")
-        return model, model.preprocessing, notes
-    sizes = _sizes_from(config)
-    in_channels = config.in_channels or splits.in_channels
-    model = MLPMixer(
-        in_channels=in_channels,
-        num_classes=num_classes,
-        gelu=config.gelu,
-        **{k: sizes[k] for k in SIZE_FIELDS},
-        **extra,
-    )
-    files = splits.native_size is None
-    preprocessing = Preprocessing(
-        image_size=tuple(model.image_size),
-        mean=(0.5,) * in_channels,  # pixels to [-1, 1], as the official checkpoints
-        std=(0.5,) * in_channels,
-        crop_pct=0.875 if files else 1.0,  # in-memory datasets are already framed: resize the whole image
-    )
-    return model, preprocessing, notes
-
-
-def _names(classes: Sequence[str], limit: int = 6) -> str:
-    shown = ", ".join(classes[:limit])
-    return shown + (f", ... ({len(classes)} in all)" if len(classes) > limit else "")
-
-
-def _check_sizes(config: TrainConfig, stored: dict[str, Any], source: str) -> None:
-    """Explicit size options must agree with a checkpoint's model (fine-tuning changes only head and resolution)."""
-    for key in (*SIZE_FIELDS, "in_channels", "gelu"):
-        wanted = getattr(config, key)
-        have = stored[key]
-        if key == "image_size" and wanted is not None:
-            wanted = [wanted, wanted]
-        if wanted is not None and (list(have) if isinstance(have, (list, tuple)) else have) != wanted:
-            raise ValueError(f"{source} holds a model with {key} {have}, but the options ask for {key} {wanted}")
-    if config.model is not None:
-        variant = variant_config(config.model)
-        for key in SIZE_FIELDS[:-1]:  # a variant's image size is a default, not part of its architecture
-            if variant[key] != stored[key]:
-                raise ValueError(
-                    f"{source} holds a model with {key} {stored[key]}, not --model {config.model}'s {variant[key]}"
-                )
-
+from .state import EpochStats, Run
 
 # ---------------------------------------------------------------------------------------------------------------
 # One epoch
-
-
-@dataclass
-class Run:
-    """What every step of a run needs, built once by :func:`prepare_run`; ``step`` and ``batch`` advance."""
-
-    model: MLPMixer  # the weights being trained (unwrapped)
-    forward: Callable[[torch.Tensor], torch.Tensor]  # the model as the step calls it: DDP/FSDP, compiled
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    config: TrainConfig
-    preprocessing: Preprocessing
-    device: torch.device
-    ema: EMA | None = None
-    mix: Callable | None = None  # MixUp / CutMix
-    classes: list[str] = field(default_factory=list)
-    epoch: int = 0  # epochs completed
-    steps_per_epoch: int = 0
-    step: int = 0  # optimizer steps done
-    batch: int = 0  # optimizer steps done in the current epoch (non-zero after an interruption)
-    history: list[dict[str, Any]] = field(default_factory=list)  # one log row per completed epoch
-    best: dict[str, Any] = field(default_factory=lambda: {"val_top1": -1.0, "epoch": 0})
-
-    @property
-    def eval_model(self) -> MLPMixer:
-        return self.ema.model if self.ema is not None else self.model
 
 
 class NonFiniteLoss(RuntimeError):
     """The loss (or the weights) stopped being finite."""
 
 
-class Interrupt:
-    """Ctrl-C (SIGINT) asks the loop to stop after the current step and save; a second Ctrl-C aborts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def __enter__(self) -> Interrupt:
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(
-            "\ninterrupted: saving a checkpoint after this step (Ctrl-C again to abort without saving)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
-@dataclass
-class EpochStats:
-    loss: float = 0.0
-    top1: float = 0.0
-    images: int = 0
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0  # CPU time of this process (all threads): what the epoch costs on a quiet machine
-    skipped: list[str] = field(default_factory=list)
-    stopped: bool = False  # interrupted before the end of the epoch
+def _all_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def train_one_epoch(
-    run: Run, batches: Iterable[datalib.Batch], interrupt: Interrupt, progress: Any = None
+    run: Run, batches: Iterable[datalib.Batch], interrupt: signals.Interrupt, progress: Any = None
 ) -> EpochStats:
     """One pass over ``batches``; ``run.step`` and ``run.batch`` advance with every optimizer step.
 
@@ -339,137 +169,7 @@ def evaluate_held_out(run: Run, dataset: torch.utils.data.Dataset) -> EvalResult
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def rng_states(device: torch.device) -> dict[str, Any]:
-    states: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        states["cuda"] = torch.cuda.get_rng_state(device)
-    return states
-
-
-def set_rng_states(states: dict[str, Any], device: torch.device) -> None:
-    if "torch" in states:
-        torch.set_rng_state(states["torch"])
-    if "cuda" in states and device.type == "cuda":
-        torch.cuda.set_rng_state(states["cuda"], device)
-
-
-def make_checkpoint(run: Run) -> dict[str, Any]:
-    """The plain dict of ``weights.py``'s layout, as the run stands. ``model`` holds the weights to use (the EMA
-    when enabled); ``train_model`` the raw training weights when they differ."""
-    checkpoint = {
-        "model": distributed.full_state_dict(run.eval_model),
-        "model_config": run.model.config(),
-        "classes": list(run.classes),
-        "preprocessing": run.preprocessing.to_dict(),
-        "optimizer": distributed.full_optimizer_state(run.optimizer),  # FSDP: gathered, as one process has it
-        "scheduler": run.scheduler.state_dict(),
-        "epoch": run.epoch,
-        "batch": run.batch,
-        "step": run.step,
-        "rng": rng_states(run.device),
-        "config": dataclasses.asdict(run.config),
-        "history": run.history,
-        "best": run.best,
-    }
-    if run.ema is not None:
-        checkpoint["train_model"] = distributed.full_state_dict(run.model)
-    return checkpoint
-
-
-def restore(run: Run, checkpoint: dict[str, Any]) -> None:
-    """Put a ``--resume`` checkpoint's weights, optimizer, schedule, random state and progress into ``run``."""
-    config = run.config
-    distributed.load_model_state(run.model, checkpoint.get("train_model", checkpoint["model"]))
-    if run.ema is not None:
-        run.ema.model.load_state_dict(checkpoint["model"])
-    try:
-        distributed.load_optimizer_state(run.optimizer, checkpoint["optimizer"])
-    except (ValueError, KeyError) as err:
-        raise ValueError(f"the optimizer state in {config.resume} does not fit --opt {config.opt}: {err}") from err
-    run.scheduler.load_state_dict(checkpoint["scheduler"])
-    set_rng_states(checkpoint.get("rng", {}), run.device)
-    run.epoch, run.step, run.batch = checkpoint["epoch"], checkpoint["step"], checkpoint["batch"]
-    run.history, run.best = list(checkpoint["history"]), dict(checkpoint["best"])
-    if run.epoch >= config.epochs:
-        raise ValueError(
-            f"{config.resume} already finished {run.epoch} epochs; pass --epochs N > {run.epoch} to train longer"
-        )
-
-
-def _all_finite(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # The run
-
-
-def resume_config(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
-    """With ``--resume``: the stored settings under the ones given, and the checkpoint (a run folder: its
-    ``last.pt``). Without: ``(config, None)``."""
-    if config.resume is None:
-        return config, None
-    if config.init_from is not None:
-        raise ValueError("--init-from and --resume cannot be combined: --resume already holds the weights")
-    path = resolve_checkpoint(config.resume, ("last.pt",))
-    checkpoint = load_checkpoint(path)
-    if "optimizer" not in checkpoint or "config" not in checkpoint:
-        raise ValueError(f"checkpoint {path} holds weights only (no optimizer state): use --init-from")
-    stored = TrainConfig(**{k: v for k, v in checkpoint["config"].items() if k in FIELDS})
-    overrides = {k: getattr(config, k) for k in FIELDS if getattr(config, k) is not None}
-    config = stored.replace(**{**overrides, "resume": str(path), "output": config.output or str(path.parent)})
-    return config, checkpoint
-
-
-def prepare_run(
-    config: TrainConfig, splits: datalib.DataSplits, device: torch.device, checkpoint: dict[str, Any] | None
-) -> tuple[Run, list[str]]:
-    """The model, optimizer, schedule and EMA of a resolved config, restored from ``checkpoint`` if any; and the
-    notes for the user."""
-    torch.manual_seed(config.seed)  # the initial weights too (torch's default seed differs in every process)
-    model, preprocessing, notes = build_model(config, splits, checkpoint)
-    if config.freeze_backbone:
-        for name, param in model.named_parameters():
-            param.requires_grad = name.startswith("head.")
-    attach_transforms(splits, config, preprocessing)
-    busy = _busy_note(device, config.threads)
-    if busy:
-        notes.append(busy)
-    if config.amp and not native_bf16(device):
-        notes.append(f"--amp: this {device.type.upper()} has no native bf16; training in fp32 instead")
-        config = config.replace(amp=False)
-    if config.compile and device.type == "cpu":
-        # Measured with `mlp-mixer bench` (benchmarks/results/bench_cpu.md): a compiled CPU training step of the
-        # small config took 673 ms against 611 ms eager, so the flag would slow down the run it was meant to speed up.
-        notes.append("--compile: on CPU a compiled training step is slower than eager (docs/train.md); training eager")
-        config = config.replace(compile=False)
-    if config.fsdp and distributed.world_size() == 1:
-        notes.append("--fsdp: one process, nothing to shard (start several with torchrun); training unsharded")
-    torch.manual_seed(config.seed)
-    model.to(device)
-    forward = distributed.wrap_model(model, device, fsdp=config.fsdp)  # DDP or FSDP2 under torchrun
-    forward = torch.compile(forward) if config.compile else forward
-    steps_per_epoch = len(epoch_batches(len(splits.train), config.batch_size, config.seed, 0))
-    optimizer = build_optimizer(model, config, device)
-    run = Run(
-        steps_per_epoch=steps_per_epoch,
-        model=model,
-        forward=forward,
-        optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, config, steps_per_epoch),
-        config=config,
-        preprocessing=preprocessing,
-        device=device,
-        ema=EMA(model, config.ema) if config.ema > 0 else None,
-        mix=mixing(config, model.num_classes),
-        classes=list(splits.classes),
-    )
-    if checkpoint is not None:
-        restore(run, checkpoint)
-    return run, notes
 
 
 def _say(*args: Any, **kwargs: Any) -> None:
@@ -478,7 +178,7 @@ def _say(*args: Any, **kwargs: Any) -> None:
         print(*args, **kwargs)
 
 
-def run_epoch(run: Run, dataset: torch.utils.data.Dataset, interrupt: Interrupt) -> EpochStats:
+def run_epoch(run: Run, dataset: torch.utils.data.Dataset, interrupt: signals.Interrupt) -> EpochStats:
     """Train epoch ``run.epoch`` from where it stands (``run.batch`` steps already done after a resume)."""
     config = run.config
     if dataset.streamed:  # a stream: each process reads its own shards
@@ -605,7 +305,7 @@ def _train_in(
 
     status, held_out, skipped = "completed", None, []
     try:
-        with Interrupt() as interrupt:
+        with signals.Interrupt() as interrupt:
             while run.epoch < config.epochs:
                 if not augments(config, run.epoch):  # the last --no-aug-epochs see held-out-style images
                     attach_transforms(splits, config, run.preprocessing, augment=False)
@@ -690,18 +390,3 @@ def _progress(total: int, desc: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None, unit="step")
-
-
-def _busy_note(device: torch.device, threads: int | None) -> str | None:
-    """A hint when other processes already keep the cores busy: PyTorch's threads then wait on each other, and
-    one thread can be several times faster than one per core. (Not changed automatically: the thread count
-    changes the order of floating-point sums, and the same command should give the same numbers.)"""
-    if device.type != "cpu" or threads is not None or not hasattr(os, "getloadavg"):
-        return None
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if torch.get_num_threads() > 1 and load > cores - 0.5:
-        return (
-            f"the machine is busy (load average {load:.1f} on {cores} cores): --threads 1 may train several "
-            "times faster"
-        )
-    return None

@@ -43,23 +43,37 @@ def tiny_run(data: Path, output: Path, **changes) -> TrainConfig:
     return config.replace(**changes)
 
 
+TASKS = Path("/proc/self/task")  # Linux: one folder per thread of this process
+
+
+def thread_names() -> list[str]:
+    """The names of this process's threads (gloo names its own: gloo_tcp_loop, pt_gloo_runloop)."""
+    return [(task / "comm").read_text().strip() for task in TASKS.iterdir()]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, configs: list[TrainConfig], stop_after: int | None) -> None:
+def _worker(rank: int, world: int, port: int, configs: list[TrainConfig], stop_after: int | None, logs: Path) -> None:
     """One of ``world`` processes, set up as torchrun would (env:// rendezvous), running ``configs`` in turn in
-    one process group (starting processes is the slow part here)."""
+    one process group. Its stderr (file descriptor 2: Python, C++ and faulthandler alike) goes to
+    ``logs/rank<rank>.stderr``, which :func:`spawn` shows when a rank fails; the names of the threads still
+    running after :func:`distributed.teardown` go to ``logs/rank<rank>.threads``."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world)
     )
-    faulthandler.enable()  # a native abort prints every thread's Python stack into the test's captured stderr
+    with open(logs / f"rank{rank}.stderr", "w") as err:
+        os.dup2(err.fileno(), 2)
+    faulthandler.enable()  # a native abort prints every thread's Python stack into that file
     torch.set_num_threads(1)
     for config in configs:
         train(config, on_epoch_end=None if stop_after is None else (lambda row: row["epoch"] >= stop_after))
     distributed.teardown()
+    if TASKS.is_dir():
+        (logs / f"rank{rank}.threads").write_text("\n".join(sorted(thread_names())))
 
 
 def train_here(config: TrainConfig, stop_after: int | None = None) -> Path:
@@ -73,20 +87,19 @@ def train_here(config: TrainConfig, stop_after: int | None = None) -> Path:
     return Path(config.output)
 
 
-def spawn(configs: list[TrainConfig], world: int = 2, stop_after: int | None = None) -> None:
-    """Run ``configs`` on ``world`` processes. A process killed by a signal is retried once, on a fresh port:
-    once in 18 CI runs, rank 1 aborted in native code ("terminate called without an active exception") after
-    rank 0 had finished the last run, which 13 runs here (9 under load) did not reproduce. A retry starts the runs
-    from scratch (an earlier run in an output folder is moved aside), and they must still match the oracle; a
-    Python error is never retried."""
-    for attempt in (1, 2):
-        try:
-            mp.spawn(_worker, args=(world, free_port(), configs, stop_after), nprocs=world, join=True)
-            return
-        except mp.ProcessExitedException as e:
-            if attempt == 2 or e.signal_name is None:
-                raise
-            print(f"spawn: process {e.error_index} died by {e.signal_name}; retrying once", file=sys.stderr)
+def tails(files: list[Path], chars: int = 5000) -> str:
+    """The last ``chars`` characters of each file, headed by its name: every rank's stderr in a failure message."""
+    return "".join(f"\n--- {f} (last {chars} characters) ---\n{f.read_text(errors='replace')[-chars:]}" for f in files)
+
+
+def spawn(configs: list[TrainConfig], logs: Path, world: int = 2, stop_after: int | None = None) -> None:
+    """Run ``configs`` on ``world`` processes. A rank that fails, by an exception or killed by a signal (a native
+    abort), fails the test with every rank's stderr: its Python stacks (faulthandler) and what the C++ printed."""
+    logs.mkdir(parents=True, exist_ok=True)
+    try:
+        mp.spawn(_worker, args=(world, free_port(), configs, stop_after, logs), nprocs=world, join=True)
+    except (mp.ProcessExitedException, mp.ProcessRaisedException) as e:
+        raise AssertionError(f"{e}{tails([logs / f'rank{r}.stderr' for r in range(world)])}") from e
 
 
 def checkpoint(run: Path) -> dict:
@@ -175,12 +188,14 @@ def test_settings_that_cannot_be_split_are_refused(monkeypatch):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The oracle (one process, stopped after epoch 1, and the uninterrupted 2 epochs) and 2 processes stopped
-    after epoch 1: DDP in ``ddp/``, FSDP2 in ``fsdp/``."""
+    after epoch 1: DDP in ``ddp/``, FSDP2 in ``fsdp/`` (each in its own processes, so that what DDP leaves
+    behind at the end is seen alone)."""
     root = tmp_path_factory.mktemp("ddp")
     data = make_cifar(root / "cifar")
     train_here(tiny_run(data, root / "one_epoch1"), stop_after=1)
     train_here(tiny_run(data, root / "one"))
-    spawn([tiny_run(data, root / "ddp"), tiny_run(data, root / "fsdp", fsdp=True)], world=2, stop_after=1)
+    spawn([tiny_run(data, root / "ddp")], root / "logs" / "ddp", stop_after=1)
+    spawn([tiny_run(data, root / "fsdp", fsdp=True)], root / "logs" / "fsdp", stop_after=1)
     return root
 
 
@@ -198,7 +213,9 @@ def test_ddp_matches_one_process_and_resumes_on_any_count(runs):
     assert_same_training(checkpoint(root / "resumed_1"), checkpoint(root / "one"))
 
     # ... and on 2, with the real command under torchrun
+    logs = root / "torchrun_logs"  # each rank's stderr in <logs>/<run>/attempt_0/<rank>/stderr.log (--redirects 2)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["--log-dir", str(logs), "--redirects", "2"]
     command += ["-m", "mlp_mixer", "train", "--resume", str(ddp), "--output", str(root / "resumed_2")]
     done = subprocess.run(
         command,
@@ -207,7 +224,7 @@ def test_ddp_matches_one_process_and_resumes_on_any_count(runs):
         timeout=300,
         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"},
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-3000:] + tails(sorted(logs.glob("**/stderr.log")))
     assert done.stdout.count("epoch 2/2") == 1, done.stdout  # rank 0 alone prints
     assert_same_training(checkpoint(root / "resumed_2"), checkpoint(root / "one"))
 
@@ -221,3 +238,21 @@ def test_fsdp_matches_one_process_and_its_checkpoint_loads_unsharded(runs):
     assert_same_training(saved, checkpoint(root / "one_epoch1"))
     train_here(TrainConfig(resume=str(fsdp / "last.pt"), output=str(root / "fsdp_resumed_1")))
     assert_same_training(checkpoint(root / "fsdp_resumed_1"), checkpoint(root / "one"))
+
+
+FSDP_KEEPS_THE_GROUP = pytest.mark.xfail(
+    strict=True,  # passes once torch lets the group go: then the mark goes
+    reason="torch 2.14: FSDP2's DeviceMesh stays referenced (DTensor's caches hold specs that name it), and with "
+    "it the gloo group, past destroy_process_group",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TASKS.is_dir(), reason="reads the threads from /proc")
+@pytest.mark.parametrize("kind", ["ddp", pytest.param("fsdp", marks=FSDP_KEEPS_THE_GROUP)])
+def test_teardown_ends_the_gloo_threads(runs, kind):
+    """After distributed.teardown() no gloo thread runs on: the group was freed while the interpreter was whole,
+    not left to its shutdown (where a rank once aborted in native code after the other had exited)."""
+    for rank in range(2):
+        left = (runs / "logs" / kind / f"rank{rank}.threads").read_text().split()
+        assert not [name for name in left if "gloo" in name], f"rank {rank} still runs {left}"
