@@ -1,14 +1,18 @@
 """Data and weights that several test modules make: plain functions (fixtures live in conftest.py), so that no
 test module imports another. ``pytest``'s ``pythonpath`` setting puts this folder on ``sys.path``."""
 
+import faulthandler
+import os
 import pickle
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from mlp_mixer import MLPMixer
 from mlp_mixer.model.pretrained import Preprocessing
+from mlp_mixer.train import TrainConfig, distributed, train
 
 RNG = np.random.default_rng(0)
 # What the shared ``checkpoint`` fixture carries: ten named classes and a normalisation that is not the identity,
@@ -87,3 +91,35 @@ def save_pretrained(
         model.preprocessing = preprocessing
     model.save_pretrained(directory)
     return Path(directory)
+
+
+TASKS = Path("/proc/self/task")  # Linux: one folder per thread of this process
+
+
+def thread_names() -> list[str]:
+    """The names of this process's threads (gloo names its own: gloo_tcp_loop, pt_gloo_runloop)."""
+    return [(task / "comm").read_text().strip() for task in TASKS.iterdir()]
+
+
+def distributed_worker(
+    rank: int, world: int, port: int, configs: list[TrainConfig], stop_after: int | None, logs: Path
+) -> None:
+    """One of ``world`` processes, set up as torchrun would (env:// rendezvous), running ``configs`` in turn in one
+    process group. It lives here, not in a test module: a spawned process imports it by its module's name, and
+    pytest's importlib mode names test modules so that another process cannot import them.
+
+    Its stderr (file descriptor 2: Python, C++ and faulthandler alike) goes to ``logs/rank<rank>.stderr``, which the
+    test shows when a rank fails; the names of the threads still running after :func:`distributed.teardown` go to
+    ``logs/rank<rank>.threads``."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world)
+    )
+    with open(logs / f"rank{rank}.stderr", "w") as err:
+        os.dup2(err.fileno(), 2)
+    faulthandler.enable()  # a native abort prints every thread's Python stack into that file
+    torch.set_num_threads(1)
+    for config in configs:
+        train(config, on_epoch_end=None if stop_after is None else (lambda row: row["epoch"] >= stop_after))
+    distributed.teardown()
+    if TASKS.is_dir():
+        (logs / f"rank{rank}.threads").write_text("\n".join(sorted(thread_names())))

@@ -202,3 +202,23 @@ def test_tests_mirror_the_package():
         if not ok:
             wrong.append(str(path.relative_to(tests)))
     assert not wrong, "tests that mirror no module: " + ", ".join(wrong)
+
+
+def test_every_import_path_the_docs_show_resolves():
+    """The README and docs name modules and functions by dotted path, old (mlp_mixer.MOVED) and new alike."""
+    wrong = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for path in sorted(set(re.findall(r"\bmlp_mixer(?:\.\w+)+", doc.read_text()))):
+            parts = path.split(".")
+            for cut in range(len(parts), 0, -1):  # the longest importable module, then attributes
+                try:
+                    obj = importlib.import_module(".".join(parts[:cut]))
+                except ModuleNotFoundError:
+                    continue
+                try:
+                    for name in parts[cut:]:
+                        obj = getattr(obj, name)
+                except AttributeError:
+                    wrong.append(f"{doc.name}: {path}")
+                break
+    assert not wrong

@@ -5,7 +5,6 @@ runs must end with the same weights (<= 1e-5), the same optimizer state and the 
 written by 2 processes must resume on 1 or 2 and land on the uninterrupted single-process run.
 """
 
-import faulthandler
 import json
 import os
 import socket
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from helpers import make_cifar
+from helpers import TASKS, distributed_worker, make_cifar
 
 from mlp_mixer import data as D
 from mlp_mixer.train import TrainConfig, distributed, train
@@ -43,37 +42,10 @@ def tiny_run(data: Path, output: Path, **changes) -> TrainConfig:
     return config.replace(**changes)
 
 
-TASKS = Path("/proc/self/task")  # Linux: one folder per thread of this process
-
-
-def thread_names() -> list[str]:
-    """The names of this process's threads (gloo names its own: gloo_tcp_loop, pt_gloo_runloop)."""
-    return [(task / "comm").read_text().strip() for task in TASKS.iterdir()]
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, configs: list[TrainConfig], stop_after: int | None, logs: Path) -> None:
-    """One of ``world`` processes, set up as torchrun would (env:// rendezvous), running ``configs`` in turn in
-    one process group. Its stderr (file descriptor 2: Python, C++ and faulthandler alike) goes to
-    ``logs/rank<rank>.stderr``, which :func:`spawn` shows when a rank fails; the names of the threads still
-    running after :func:`distributed.teardown` go to ``logs/rank<rank>.threads``."""
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world)
-    )
-    with open(logs / f"rank{rank}.stderr", "w") as err:
-        os.dup2(err.fileno(), 2)
-    faulthandler.enable()  # a native abort prints every thread's Python stack into that file
-    torch.set_num_threads(1)
-    for config in configs:
-        train(config, on_epoch_end=None if stop_after is None else (lambda row: row["epoch"] >= stop_after))
-    distributed.teardown()
-    if TASKS.is_dir():
-        (logs / f"rank{rank}.threads").write_text("\n".join(sorted(thread_names())))
 
 
 def train_here(config: TrainConfig, stop_after: int | None = None) -> Path:
@@ -89,7 +61,11 @@ def train_here(config: TrainConfig, stop_after: int | None = None) -> Path:
 
 def tails(files: list[Path], chars: int = 5000) -> str:
     """The last ``chars`` characters of each file, headed by its name: every rank's stderr in a failure message."""
-    return "".join(f"\n--- {f} (last {chars} characters) ---\n{f.read_text(errors='replace')[-chars:]}" for f in files)
+
+    def tail(f: Path) -> str:  # a rank that died before opening its file left none
+        return f.read_text(errors="replace")[-chars:] if f.exists() else "(not written: the rank died before it)"
+
+    return "".join(f"\n--- {f} (last {chars} characters) ---\n{tail(f)}" for f in files)
 
 
 def spawn(configs: list[TrainConfig], logs: Path, world: int = 2, stop_after: int | None = None) -> None:
@@ -97,7 +73,7 @@ def spawn(configs: list[TrainConfig], logs: Path, world: int = 2, stop_after: in
     abort), fails the test with every rank's stderr: its Python stacks (faulthandler) and what the C++ printed."""
     logs.mkdir(parents=True, exist_ok=True)
     try:
-        mp.spawn(_worker, args=(world, free_port(), configs, stop_after, logs), nprocs=world, join=True)
+        mp.spawn(distributed_worker, args=(world, free_port(), configs, stop_after, logs), nprocs=world, join=True)
     except (mp.ProcessExitedException, mp.ProcessRaisedException) as e:
         raise AssertionError(f"{e}{tails([logs / f'rank{r}.stderr' for r in range(world)])}") from e
 
