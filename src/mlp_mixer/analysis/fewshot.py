@@ -25,8 +25,8 @@ from ..model.mixer import MLPMixer
 from ..model.pretrained import Preprocessing
 from ..utils.devices import default_workers, native_bf16, resolve_device
 from ..weights.load import load_model
+from .options import L2_REG
 
-L2_REG = 2.0**10  # big_vision's few-shot configs (configs/common_fewshot.py)
 BIAS_CONSTANT = 100.0  # big_vision: a large constant feature, so the bias is almost unregularised
 STD_EPS = 1e-5  # big_vision: keeps constant features finite when whitening
 

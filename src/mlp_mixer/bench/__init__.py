@@ -8,6 +8,7 @@ same model with the official tanh GELU, what ``MLPMixer`` gives by default.
 
 One module per part, each importing only those above it in this list:
 
+- ``options``: the names of the peers, modes and tasks, importing nothing (what ``--help`` lists);
 - ``peers``: the models compared, built to one configuration with the same weights (and the converter to
   lucidrains' layout, which exists only for that peer), and their inputs;
 - ``memory``: peak memory of a training step, and the glibc setting behind ``--keep-freed-memory``;
@@ -21,55 +22,55 @@ One module per part, each importing only those above it in this list:
 The names below are this package's API; benchmarks/*.py and the tests import them from here.
 """
 
-from ..utils.devices import machine_info, native_bf16
-from .memory import TensorMemory, keep_freed_memory, peak_memory
-from .peers import CONFIGS, MODELS, bench_config, build_models, to_lucidrains_state_dict
-from .peers import _images as _images  # benchmarks/fast_paths.py reads bench._images
-from .plan import DEFAULT_PLAN, TASKS, Case, Row, plan_from_filters
-from .report import format_report, format_rows, format_targets, plot_results, write_results
-from .run import bench, benchmark, run_case
-from .scaling import format_scaling, plot_scaling, scaling
-from .targets import DEFAULT_TARGETS, MEASURES, Target, check_targets, find_targets, load_targets, speedup
-from .timing import MODES, gemm_call, inference_runner, mode_skip_reason, time_interleaved, train_runner
+import importlib
+import sys
+import types
+from typing import Any
 
-__all__ = [
-    "CONFIGS",
-    "Case",
-    "DEFAULT_PLAN",
-    "DEFAULT_TARGETS",
-    "MEASURES",
-    "MODELS",
-    "MODES",
-    "Row",
-    "TASKS",
-    "Target",
-    "TensorMemory",
-    "bench",
-    "bench_config",
-    "benchmark",
-    "build_models",
-    "check_targets",
-    "find_targets",
-    "format_report",
-    "format_rows",
-    "format_scaling",
-    "format_targets",
-    "gemm_call",
-    "inference_runner",
-    "keep_freed_memory",
-    "load_targets",
-    "machine_info",
-    "mode_skip_reason",
-    "native_bf16",
-    "peak_memory",
-    "plan_from_filters",
-    "plot_results",
-    "plot_scaling",
-    "run_case",
-    "scaling",
-    "speedup",
-    "time_interleaved",
-    "to_lucidrains_state_dict",
-    "train_runner",
-    "write_results",
-]
+# Each name loads its module on first use (PEP 562), so that ``mlp-mixer bench --help`` reads :mod:`.options`
+# without importing torch.
+_WHERE = {
+    **dict.fromkeys(("machine_info", "native_bf16"), "..utils.devices"),
+    **dict.fromkeys(("TensorMemory", "keep_freed_memory", "peak_memory"), ".memory"),
+    **dict.fromkeys(("MODELS", "MODES", "TASKS"), ".options"),
+    **dict.fromkeys(("CONFIGS", "bench_config", "build_models", "to_lucidrains_state_dict", "_images"), ".peers"),
+    **dict.fromkeys(("DEFAULT_PLAN", "Case", "Row", "plan_from_filters"), ".plan"),
+    **dict.fromkeys(("format_report", "format_rows", "format_targets", "plot_results", "write_results"), ".report"),
+    **dict.fromkeys(("bench", "benchmark", "run_case"), ".run"),
+    **dict.fromkeys(("format_scaling", "plot_scaling", "scaling"), ".scaling"),
+    **dict.fromkeys(
+        ("DEFAULT_TARGETS", "MEASURES", "Target", "check_targets", "find_targets", "load_targets", "speedup"),
+        ".targets",
+    ),
+    **dict.fromkeys(
+        ("gemm_call", "inference_runner", "mode_skip_reason", "time_interleaved", "train_runner"), ".timing"
+    ),
+}
+__all__ = sorted(name for name in _WHERE if not name.startswith("_"))  # _images: benchmarks/fast_paths.py reads it
+
+# Its modules too, as when this file imported them: ``import mlp_mixer.bench`` then ``mlp_mixer.bench.plan``
+_MODULES = ("options", "peers", "memory", "timing", "plan", "targets", "report", "run")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name], __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """``bench.scaling`` is the function: the import system binds each submodule on its package when it loads it,
+    which must not shadow the function of the same name (:mod:`.scaling`'s)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not (name in _WHERE and isinstance(value, types.ModuleType)):
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -15,8 +15,8 @@ from torch import nn
 from ..model.mixer import MLPMixer
 from ..model.variants import SEED, TINY, variant_config
 from ..weights.timm_format import to_timm_state_dict
+from .options import MODELS
 
-MODELS = ("ours", "ours-tanh", "timm", "lucidrains", "seed")
 # Besides the paper's variants: the seed's configuration (one layer at S/16's widths) and a size for smoke tests.
 CONFIGS: dict[str, dict[str, Any]] = {"tiny": dict(TINY), "small": dict(SEED)}
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .peers import MODELS, bench_config
-from .timing import MODES
-
-TASKS = ("infer", "latency", "train", "memory")
+from .options import MODELS, MODES, TASKS
+from .peers import bench_config
 
 
 @dataclass

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .peers import MODELS, bench_config
-from .plan import TASKS, Row
-from .timing import MODES
+from .options import MODELS, MODES, TASKS
+from .peers import bench_config
+from .plan import Row
 
 DEFAULT_TARGETS = Path("benchmarks") / "targets.toml"
 # The source checkout's root, from src/mlp_mixer/bench/targets.py; an installed wheel has no benchmarks/ there.

@@ -24,8 +24,6 @@ from tqdm import tqdm
 
 from ..utils.devices import native_bf16
 
-MODES = ("eager", "compile", "bf16", "int8")
-
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":

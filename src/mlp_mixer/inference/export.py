@@ -27,8 +27,8 @@ import torch
 
 from ..model.mixer import MLPMixer
 from ..weights.load import load_model
+from .options import EXPORT_FORMATS as FORMATS
 
-FORMATS = ("onnx", "torchscript", "exported-program")
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
 ONNX_PROTOBUF_LIMIT = 2**31  # larger models keep their weights in an external ``.data`` file
 FP32_TOLERANCE = 1e-4  # max abs logit difference allowed between an fp32 export and PyTorch

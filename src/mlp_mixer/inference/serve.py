@@ -39,15 +39,12 @@ from ..model.mixer import count_parameters
 from ..model.variants import VARIANTS
 from ..weights.download import default_cache_dir
 from .batching import MicroBatcher, NotRunningError
+from .options import BACKENDS, DEFAULT_MAX_BODY_MB, DEFAULT_MAX_IMAGES, DEFAULT_MAX_PIXELS
 from .predict import Predictor
 from .uploads import ClientError, Upload, decode_upload, read_uploads
 
 log = logging.getLogger("mlp_mixer.serve")
 
-BACKENDS = ("torch", "onnx")
-DEFAULT_MAX_BODY_MB = 16.0  # a few phone photos; raise it for big batches of large images
-DEFAULT_MAX_PIXELS = 40_000_000  # 40 Mpx (e.g. 7300x5500): above any camera, below what would exhaust memory
-DEFAULT_MAX_IMAGES = 32
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 STATIC = Path(__file__).parent / "static" / "serve"
 PATHS = {"/", "/v1/predict", "/v1/model", "/healthz", "/readyz", "/metrics"}  # the routes, each its own metric label

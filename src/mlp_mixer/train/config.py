@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..data.shards import is_shards
-from ..data.sources import data_kind
 from ..model.variants import MNIST, SMALL
-from ..utils.devices import default_workers
+from ..utils.cores import default_workers
 
 
 @dataclass
@@ -190,6 +189,8 @@ def _as_list(value: Any, name: str, kind: type, length: int) -> list | None:
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
     """Fill every unset field (recipe, then data defaults, then :data:`DEFAULTS`) and check the values."""
+    from ..data.sources import data_kind  # the dataset readers: not loaded to read the settings (--help)
+
     check_types(config)
     recipe = config.recipe or DEFAULTS["recipe"]
     if recipe not in RECIPES:

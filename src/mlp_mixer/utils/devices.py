@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from .cores import default_workers as default_workers  # its home imports no torch
+
 
 def _cpuinfo(field: str) -> str | None:
     """The first ``field`` line of /proc/cpuinfo (None where there is none, e.g. macOS)."""
@@ -77,11 +79,6 @@ def loadavg() -> list[float] | None:
     with contextlib.suppress(OSError, AttributeError):
         return [round(x, 2) for x in os.getloadavg()]
     return None
-
-
-def default_workers() -> int:
-    """DataLoader processes when none are asked for: one per core, at most 4."""
-    return min(4, os.cpu_count() or 1)
 
 
 def machine_info(device: torch.device | None = None) -> dict[str, Any]:

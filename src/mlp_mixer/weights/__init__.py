@@ -4,33 +4,43 @@ One module per job, none importing a module that imports it: :mod:`.checkpoint` 
 folders), :mod:`.shapes` (sizes read off a state dict), :mod:`.official` and :mod:`.timm_format` (the peers'
 layouts, both ways), :mod:`.download` (URLs and the cache folder), :mod:`.load` (:func:`from_pretrained`, alias
 ``load_model``, the one function that turns what a user passes as ``--checkpoint`` into a model with ``classes``
-and ``preprocessing`` attached; and :func:`convert`), :mod:`.resize` (a new input resolution).
+and ``preprocessing`` attached; and :func:`convert`), :mod:`.resize` (a new input resolution), :mod:`.options`
+(the choices the command line offers, importing nothing).
 """
 
-from .checkpoint import RUN_CHECKPOINTS, load_checkpoint, resolve_checkpoint, save_checkpoint
-from .download import default_cache_dir, download
-from .load import CONVERT_FORMATS, convert, from_pretrained, load_model
-from .official import load_official_npz, official_to_state_dict, save_official_npz, state_dict_to_official
-from .shapes import config_from_state_dict
-from .timm_format import from_timm_state_dict, save_timm_pretrained, to_timm_state_dict
+import importlib
+from typing import Any
 
-__all__ = [
-    "CONVERT_FORMATS",
-    "RUN_CHECKPOINTS",
-    "config_from_state_dict",
-    "convert",
-    "default_cache_dir",
-    "download",
-    "from_pretrained",
-    "from_timm_state_dict",
-    "load_checkpoint",
-    "load_model",
-    "load_official_npz",
-    "official_to_state_dict",
-    "resolve_checkpoint",
-    "save_checkpoint",
-    "save_official_npz",
-    "save_timm_pretrained",
-    "state_dict_to_official",
-    "to_timm_state_dict",
-]
+# ``download`` is also its module's name: bound here, so that the import system binding the module on this package
+# cannot shadow the function (download.py imports no torch).
+from .download import default_cache_dir as default_cache_dir
+from .download import download as download
+
+# The other names load their module on first use (PEP 562): the command line's help reads the choices in
+# :mod:`.options` without importing torch.
+_WHERE = {
+    **dict.fromkeys(("RUN_CHECKPOINTS", "load_checkpoint", "resolve_checkpoint", "save_checkpoint"), "checkpoint"),
+    **dict.fromkeys(("convert", "from_pretrained", "load_model"), "load"),
+    **dict.fromkeys(
+        ("load_official_npz", "official_to_state_dict", "save_official_npz", "state_dict_to_official"), "official"
+    ),
+    "CONVERT_FORMATS": "options",
+    "config_from_state_dict": "shapes",
+    **dict.fromkeys(("from_timm_state_dict", "save_timm_pretrained", "to_timm_state_dict"), "timm_format"),
+}
+__all__ = sorted([*_WHERE, "default_cache_dir", "download"])
+
+# Its modules too, as when this file imported them: ``import mlp_mixer.weights`` then ``mlp_mixer.weights.load``
+_MODULES = ("options", "checkpoint", "shapes", "official", "timm_format", "load", "resize")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

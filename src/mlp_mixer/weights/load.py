@@ -17,6 +17,7 @@ from ..model.pretrained import WEIGHTS_NAME, hub_download, hub_id, read_config, 
 from .checkpoint import check_checkpoint, read_torch_file, resolve_checkpoint
 from .download import download
 from .official import load_official_npz, save_official_npz
+from .options import CONVERT_FORMATS
 from .timm_format import is_timm_state_dict, model_from_timm_directory, model_from_timm_file, save_timm_pretrained
 
 
@@ -90,8 +91,6 @@ def _load_torch_file(path: Path, image_size: int | tuple[int, int] | None) -> ML
 
 
 # --------------------------------------------------------------------------- mlp-mixer convert
-
-CONVERT_FORMATS = ("mlp-mixer", "timm", "npz")
 
 
 def convert(

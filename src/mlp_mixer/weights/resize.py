@@ -35,8 +35,7 @@ import torch.nn.functional as F
 from ..model.mixer import MLPMixer, _pair
 from .checkpoint import save_checkpoint
 from .load import load_model
-
-METHODS = ("auto", "blockdiag", "blockdiag-strided", "interpolate")
+from .options import RESIZE_METHODS as METHODS
 
 
 def _new_grid(model: MLPMixer, image_size: int | tuple[int, int]) -> tuple[int, int]:
