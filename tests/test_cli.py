@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlp_mixer.commands import main
+from mlp_mixer.commands import VERBS, main
 
 
 @pytest.mark.parametrize(
@@ -40,5 +40,51 @@ def test_no_command_prints_help(capsys):
 def test_version_is_the_installed_distributions(capsys):
     from importlib.metadata import version
 
+    import torch
+
     assert main(["--version"]) == 0
-    assert capsys.readouterr().out.split()[:2] == ["mlp-mixer", version("mlp-mixer")]
+    assert capsys.readouterr().out.split() == ["mlp-mixer", version("mlp-mixer"), "(torch", f"{torch.__version__})"]
+
+
+# What the command line's help and usage errors must not import: each costs seconds of CPU before a word is shown
+HEAVY = ("torch", "torchvision", "numpy", "PIL", "fastapi", "onnx", "webdataset", "matplotlib")
+
+
+def _exit_and_heavy_modules(argv: list[str]) -> tuple[int, list[str]]:
+    """``main(argv)``'s exit code in a fresh interpreter, and the heavy packages loaded by then."""
+    code = f"""
+import sys
+from mlp_mixer.commands import main
+try:
+    code = main({argv!r})
+except SystemExit as exit:
+    code = exit.code
+print(code)
+print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    exit_code, loaded = result.stdout.splitlines()[-2:]
+    return int(exit_code), loaded.split()
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["--help"], 0),
+        ([], 2),
+        (["--no-such-flag"], 2),
+        *[([verb, "--help"], 0) for verb in VERBS],
+        *[([verb, "--no-such-flag"], 2) for verb in VERBS],
+        (["models", "--image-size", "big"], 2),  # a bad int
+        (["predict", "photo.jpg"], 2),  # a missing required argument (--checkpoint)
+        (["resize", "a.pt", "out"], 2),  # --image-size is required
+        (["export", "--checkpoint", "c.pt", "m.onnx", "--format", "tflite"], 2),  # a bad choice
+    ],
+    ids=lambda value: " ".join(value) or "(nothing)" if isinstance(value, list) else None,
+)
+def test_help_and_usage_errors_import_no_heavy_package(argv, expected):
+    """``mlp-mixer --help``, a verb's ``--help`` and a mistyped command answer at once: no torch, no numpy."""
+    exit_code, loaded = _exit_and_heavy_modules(argv)
+    assert exit_code == expected
+    assert loaded == []

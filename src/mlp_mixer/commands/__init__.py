@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Any
 
 # verb -> module under mlp_mixer.commands (``eval`` is a Python builtin's name, so its module is ``evaluate``)
 VERBS = {
@@ -51,12 +52,11 @@ def _help_lines() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: ``sys.argv[1:]``), run the verb and return its exit code (2: a user error)."""
-    from .. import __version__
     from .common import HelpFormatter
 
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="mlp-mixer", description="MLP-Mixer for PyTorch.")
-    parser.add_argument("--version", action="version", version=f"mlp-mixer {__version__}{_torch_version()}")
+    parser.add_argument("--version", action=_Version, help="show program's version number and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     module = None
@@ -83,7 +83,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _torch_version() -> str:
-    import torch
+class _Version(argparse.Action):
+    """``--version``: ours and torch's, read only when asked (importing torch for every ``--help`` costs seconds)."""
 
-    return f" (torch {torch.__version__})"
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        import torch
+
+        from .. import __version__
+
+        print(f"mlp-mixer {__version__} (torch {torch.__version__})")
+        parser.exit()

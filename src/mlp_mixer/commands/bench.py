@@ -10,7 +10,7 @@ HELP = "benchmark speed and memory against timm and other peers"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..bench import MODELS, MODES, TASKS
+    from ..bench.options import MODELS, MODES, TASKS
 
     parser.add_argument("--quick", action="store_true", help="a tiny configuration, 2 repeats: a smoke test")
     parser.add_argument(

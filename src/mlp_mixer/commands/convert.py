@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..weights.load import CONVERT_FORMATS as FORMATS
+from ..weights.options import CONVERT_FORMATS as FORMATS
 from .common import parse_size
 
 HELP = "convert official .npz or timm weights to a save_pretrained directory"

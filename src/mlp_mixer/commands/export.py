@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..inference.export import FORMATS
+from ..inference.options import EXPORT_FORMATS as FORMATS
 from .common import add_checkpoint_argument
 
 HELP = "export a checkpoint to ONNX, TorchScript or an ExportedProgram"

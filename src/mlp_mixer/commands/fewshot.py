@@ -12,7 +12,7 @@ HELP = "few-shot linear evaluation on frozen features"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..analysis.fewshot import L2_REG
+    from ..analysis.options import L2_REG
 
     add_checkpoint_argument(parser)
     parser.add_argument(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..weights.resize import METHODS
+from ..weights.options import RESIZE_METHODS as METHODS
 from .common import parse_size
 
 HELP = "change a trained Mixer's input resolution"

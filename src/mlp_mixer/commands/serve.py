@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from types import ModuleType
 
-from ..inference import serve
+from ..inference import options
 from .common import add_checkpoint_argument, add_device_argument
 
 HELP = "serve a checkpoint over HTTP with dynamic batching and a web page"
@@ -26,31 +27,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill up, in ms (default: 5)"
     )
     parser.add_argument(
-        "--backend", choices=serve.BACKENDS, default="torch", help="torch, or onnx via onnxruntime (default: torch)"
+        "--backend", choices=options.BACKENDS, default="torch", help="torch, or onnx via onnxruntime (default: torch)"
     )
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the library's own)")
     add_device_argument(parser)  # the torch backend's
     parser.add_argument(
         "--max-body-mb",
         type=float,
-        default=serve.DEFAULT_MAX_BODY_MB,
-        help=f"largest request body in MB (default: {serve.DEFAULT_MAX_BODY_MB:g})",
+        default=options.DEFAULT_MAX_BODY_MB,
+        help=f"largest request body in MB (default: {options.DEFAULT_MAX_BODY_MB:g})",
     )
     parser.add_argument(
         "--max-pixels",
         type=int,
-        default=serve.DEFAULT_MAX_PIXELS,
-        help=f"largest image, width x height, checked before decoding (default: {serve.DEFAULT_MAX_PIXELS:,})",
+        default=options.DEFAULT_MAX_PIXELS,
+        help=f"largest image, width x height, checked before decoding (default: {options.DEFAULT_MAX_PIXELS:,})",
     )
     parser.add_argument(
         "--max-images",
         type=int,
-        default=serve.DEFAULT_MAX_IMAGES,
-        help=f"most images in one request (default: {serve.DEFAULT_MAX_IMAGES})",
+        default=options.DEFAULT_MAX_IMAGES,
+        help=f"most images in one request (default: {options.DEFAULT_MAX_IMAGES})",
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..inference import serve
+
     serve.serve(
         args.checkpoint,
         host=args.host,
@@ -65,3 +68,12 @@ def run(args: argparse.Namespace) -> int:
         max_images=args.max_images,
     )
     return 0
+
+
+def __getattr__(name: str) -> ModuleType:
+    """``commands.serve.serve``: the server's module, loaded on first use (what a test patches ``serve`` on)."""
+    if name != "serve":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from ..inference import serve
+
+    return serve

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.shard_writer import write_shards
-    from ..utils.devices import default_workers
+    from ..utils.cores import default_workers
 
     workers = default_workers() if args.workers is None else args.workers
     index = write_shards(
