@@ -5,7 +5,7 @@ import pytest
 
 @pytest.mark.slow
 def test_scaling_counts_mixer_linear_in_patches(tmp_path):
-    from mlp_mixer.bench import scaling
+    from mlp_mixer.bench.scaling import scaling
 
     result = scaling([64, 128], "cpu", batch_size=1, repeats=1, progress=False)
     mixer64, vit64, mixer, vit = result["points"]

@@ -23,8 +23,6 @@ The names below are this package's API; benchmarks/*.py and the tests import the
 """
 
 import importlib
-import sys
-import types
 from typing import Any
 
 # Each name loads its module on first use (PEP 562), so that ``mlp-mixer bench --help`` reads :mod:`.options`
@@ -37,7 +35,7 @@ _WHERE = {
     **dict.fromkeys(("DEFAULT_PLAN", "Case", "Row", "plan_from_filters"), ".plan"),
     **dict.fromkeys(("format_report", "format_rows", "format_targets", "plot_results", "write_results"), ".report"),
     **dict.fromkeys(("bench", "benchmark", "run_case"), ".run"),
-    **dict.fromkeys(("format_scaling", "plot_scaling", "scaling"), ".scaling"),
+    **dict.fromkeys(("format_scaling", "plot_scaling"), ".scaling"),  # the function scaling: bench.scaling.scaling
     **dict.fromkeys(
         ("DEFAULT_TARGETS", "MEASURES", "Target", "check_targets", "find_targets", "load_targets", "speedup"),
         ".targets",
@@ -49,7 +47,7 @@ _WHERE = {
 __all__ = sorted(name for name in _WHERE if not name.startswith("_"))  # _images: benchmarks/fast_paths.py reads it
 
 # Its modules too, as when this file imported them: ``import mlp_mixer.bench`` then ``mlp_mixer.bench.plan``
-_MODULES = ("options", "peers", "memory", "timing", "plan", "targets", "report", "run")
+_MODULES = ("options", "peers", "memory", "timing", "plan", "targets", "report", "run", "scaling")
 
 
 def __getattr__(name: str) -> Any:
@@ -62,15 +60,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
-
-
-class _Package(types.ModuleType):
-    """``bench.scaling`` is the function: the import system binds each submodule on its package when it loads it,
-    which must not shadow the function of the same name (:mod:`.scaling`'s)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if not (name in _WHERE and isinstance(value, types.ModuleType)):
-            super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
