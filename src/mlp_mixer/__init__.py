@@ -11,6 +11,8 @@ import importlib.util
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
+from .utils.lazy import lazy_exports
+
 # The public names, loaded on first use (PEP 562): `import mlp_mixer.commands` for `mlp-mixer --help` must not pay
 # for importing torch and the model.
 _MODEL = ("FeedForward", "MixerBlock", "MLPMixer", "PAPER_VARIANTS", "Preprocessing", "SEED", "VARIANTS")
@@ -18,15 +20,7 @@ _PUBLIC = {**dict.fromkeys((*_MODEL, "count_parameters", "create_model"), "model
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str):
-    if name not in _PUBLIC:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_PUBLIC})
-
+__getattr__, __dir__ = lazy_exports(__name__, _PUBLIC)
 
 try:
     __version__ = version("mlp-mixer")  # pyproject.toml is the one place the version is written

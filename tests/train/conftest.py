@@ -7,10 +7,11 @@ from helpers import write_cifar
 
 from mlp_mixer.train import TrainConfig, train
 
-# A model small enough that a step takes milliseconds: 2 blocks on 4x4 = 16 patches of a 16x16 image.
-TINY = dict(dim=16, depth=2, token_dim=8, channel_dim=32, patch_size=4, image_size=16)
+# Not the suite's TINY (a model to load and run): sizes whose training step takes milliseconds, 2 blocks on 4x4 = 16
+# patches of a 16x16 image.
+TRAIN_SIZES = dict(dim=16, depth=2, token_dim=8, channel_dim=32, patch_size=4, image_size=16)
 # One thread: as fast for these sizes, and many times faster when other processes share the cores.
-FAST = dict(**TINY, batch_size=8, warmup_epochs=1.0, workers=0, threads=1)
+FAST = dict(**TRAIN_SIZES, batch_size=8, warmup_epochs=1.0, workers=0, threads=1)
 
 
 @pytest.fixture
@@ -20,9 +21,19 @@ def fast() -> dict:
 
 
 @pytest.fixture
+def every_augmentation() -> dict:
+    """SGD with a linear schedule and every augmentation and regulariser on: one run trains with them
+    (test_optim.py), another checks what each does (test_inputs.py)."""
+    return dict(
+        opt="sgd", sched="linear", randaugment=[2, 9], mixup=0.8, cutmix=1.0, affine=[15, 0.1, 0.2],
+        drop_path=0.1, dropout=0.1, smoothing=0.2, ema=0.5,
+    )  # fmt: skip
+
+
+@pytest.fixture
 def tiny_flags() -> list[str]:
     """The tiny model's sizes as ``mlp-mixer train`` flags."""
-    return [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    return [f"--{k.replace('_', '-')}={v}" for k, v in TRAIN_SIZES.items()]
 
 
 @pytest.fixture(scope="module")

@@ -10,23 +10,14 @@ from mlp_mixer.train.inputs import BatchAugment, attach_transforms, augments, mi
 from mlp_mixer.weights.checkpoint import load_checkpoint
 
 
-def test_every_augmentation_is_drawn_from_the_seed(tmp_path, folder, fast):
+def test_every_augmentation_is_drawn_from_the_seed(tmp_path, folder, fast, every_augmentation):
     """What each augmentation does, built by the same functions from the settings of
-    ``test_optim.py::test_sgd_linear_schedule_and_every_augmentation``."""
+    ``test_optim.py::test_sgd_linear_schedule_and_every_augmentation`` (the ``every_augmentation`` fixture)."""
     config = TrainConfig(
         data=folder,
         epochs=2,
         output=str(tmp_path / "run"),
-        opt="sgd",
-        sched="linear",
-        randaugment=[2, 9],
-        mixup=0.8,
-        cutmix=1.0,
-        affine=[15, 0.1, 0.2],
-        drop_path=0.1,
-        dropout=0.1,
-        smoothing=0.2,
-        ema=0.5,
+        **every_augmentation,
         **fast,
     )
 

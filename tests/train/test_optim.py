@@ -17,21 +17,12 @@ def test_lr_schedule_shape():
     assert linear[50] == pytest.approx(0.5) and linear[100] == 0.0
 
 
-def test_sgd_linear_schedule_and_every_augmentation(tmp_path, folder, fast):
+def test_sgd_linear_schedule_and_every_augmentation(tmp_path, folder, fast, every_augmentation):
     config = TrainConfig(
         data=folder,
         epochs=2,
         output=str(tmp_path / "run"),
-        opt="sgd",
-        sched="linear",
-        randaugment=[2, 9],
-        mixup=0.8,
-        cutmix=1.0,
-        affine=[15, 0.1, 0.2],
-        drop_path=0.1,
-        dropout=0.1,
-        smoothing=0.2,
-        ema=0.5,
+        **every_augmentation,
         **fast,
     )
     metrics = train(config)

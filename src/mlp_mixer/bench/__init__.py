@@ -22,8 +22,7 @@ One module per part, each importing only those above it in this list:
 The names below are this package's API; benchmarks/*.py and the tests import them from here.
 """
 
-import importlib
-from typing import Any
+from ..utils.lazy import lazy_exports
 
 # Each name loads its module on first use (PEP 562), so that ``mlp-mixer bench --help`` reads :mod:`.options`
 # without importing torch.
@@ -49,14 +48,4 @@ __all__ = sorted(name for name in _WHERE if not name.startswith("_"))  # _images
 # Its modules too, as when this file imported them: ``import mlp_mixer.bench`` then ``mlp_mixer.bench.plan``
 _MODULES = ("options", "peers", "memory", "timing", "plan", "targets", "report", "run", "scaling")
 
-
-def __getattr__(name: str) -> Any:
-    if name in _MODULES:
-        return importlib.import_module(f".{name}", __name__)
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name], __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, _MODULES)

@@ -6,8 +6,7 @@ baseline (:mod:`.seed`).
 (PEP 562), so that reading the size table (the command line's help) does not import torch.
 """
 
-import importlib
-from typing import Any
+from ..utils.lazy import lazy_exports
 
 _WHERE = {
     **dict.fromkeys(
@@ -21,14 +20,4 @@ __all__ = sorted(_WHERE)
 # Its modules too, as when this file imported them: ``import mlp_mixer.model`` then ``mlp_mixer.model.mixer``
 _MODULES = ("variants", "pretrained", "fast_paths", "mixer", "seed")
 
-
-def __getattr__(name: str) -> Any:
-    if name in _MODULES:
-        return importlib.import_module(f".{name}", __name__)
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_WHERE})
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, _MODULES)

@@ -7,8 +7,7 @@ building it (:mod:`.build`), its checkpoints (:mod:`.checkpointing`), the run fo
 that reading the settings (the command line's help) does not import the loop.
 """
 
-import importlib
-from typing import Any
+from ..utils.lazy import lazy_exports
 
 _WHERE = {
     **dict.fromkeys(
@@ -21,8 +20,4 @@ _WHERE = {
 }
 __all__ = list(_WHERE)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -8,8 +8,7 @@ and ``preprocessing`` attached; and :func:`convert`), :mod:`.resize` (a new inpu
 (the choices the command line offers, importing nothing).
 """
 
-import importlib
-from typing import Any
+from ..utils.lazy import lazy_exports
 
 # ``download`` is also its module's name: bound here, so that the import system binding the module on this package
 # cannot shadow the function (download.py imports no torch).
@@ -33,14 +32,4 @@ __all__ = sorted([*_WHERE, "default_cache_dir", "download"])
 # Its modules too, as when this file imported them: ``import mlp_mixer.weights`` then ``mlp_mixer.weights.load``
 _MODULES = ("options", "checkpoint", "shapes", "official", "timm_format", "load", "resize")
 
-
-def __getattr__(name: str) -> Any:
-    if name in _MODULES:
-        return importlib.import_module(f".{name}", __name__)
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, _MODULES)
