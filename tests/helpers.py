@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
 
 from mlp_mixer import MLPMixer
 from mlp_mixer.model.pretrained import Preprocessing
@@ -123,3 +124,12 @@ def distributed_worker(
     distributed.teardown()
     if TASKS.is_dir():
         (logs / f"rank{rank}.threads").write_text("\n".join(sorted(thread_names())))
+
+
+def randomize(model: nn.Module, seed: int = 1) -> nn.Module:
+    """Random values everywhere (the official init zeroes biases and the head, which would hide bugs)."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3)
+    return model

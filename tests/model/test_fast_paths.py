@@ -5,21 +5,13 @@ import functools
 
 import pytest
 import torch
+from helpers import randomize
 from torch import nn
 from torch.profiler import profile
 
 from mlp_mixer import MLPMixer
 from mlp_mixer.model.fast_paths import FastPaths, MLPFunction, fast_paths
 from mlp_mixer.model.mixer import FeedForward, TokenLinear
-
-
-def randomize(model: nn.Module, seed: int = 1) -> nn.Module:
-    """Random values everywhere: the official init zeroes the head, which would hide any difference."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3)
-    return model
 
 
 def kernel_calls(run) -> tuple[object, dict[str, int]]:

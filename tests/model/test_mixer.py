@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import randomize
 from torch import nn
 
 from mlp_mixer import SEED, MLPMixer
@@ -37,15 +38,6 @@ def numpy_block(x, block, form):
     y = numpy_layer_norm(x, p["norm2.weight"], p["norm2.bias"])
     y = numpy_gelu(y @ p["channel_mixing.fc1.weight"].T + p["channel_mixing.fc1.bias"], form)
     return x + y @ p["channel_mixing.fc2.weight"].T + p["channel_mixing.fc2.bias"]
-
-
-def randomize(model: nn.Module) -> nn.Module:
-    """Random values everywhere (the official init zeroes biases and the head, which would hide bugs)."""
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3)
-    return model
 
 
 @pytest.mark.parametrize("form", ["tanh", "exact"])

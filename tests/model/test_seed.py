@@ -2,18 +2,10 @@
 
 import pytest
 import torch
+from helpers import randomize
 from torch import nn
 
 from mlp_mixer import SEED, MLPMixer
-
-
-def randomize(model: nn.Module) -> nn.Module:
-    """Random values everywhere (the official init zeroes biases and the head, which would hide bugs)."""
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3)
-    return model
 
 
 def test_seed_constant_builds_the_seeds_own_model():
