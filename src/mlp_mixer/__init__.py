@@ -66,11 +66,11 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec):
         module = importlib.import_module(f"{__name__}.{MOVED[spec.name.partition('.')[2]]}")
-        self._spec = module.__spec__  # the import system sets __spec__ to the alias's: put the real one back
+        spec.loader_state = module.__spec__  # the import system sets __spec__ to the alias's: put the real one back
         return module
 
     def exec_module(self, module):
-        module.__spec__ = self._spec
+        module.__spec__ = module.__spec__.loader_state
 
 
 sys.meta_path.append(_MovedModuleFinder())

@@ -18,8 +18,9 @@ still import from here, each loaded from its module on first use: ``import mlp_m
 dataset code. A setting such as ``MAX_FILE_BYTES`` lives, and is patched, in its module (:mod:`.decode`).
 """
 
-import importlib
 from typing import Any
+
+from ..utils.lazy import lazy_exports
 
 _HOMES = {
     "decode": (
@@ -43,22 +44,19 @@ _HOMES = {
     "shard_writer": "write_shards",
 }
 _NAMES = {name: module for module, names in _HOMES.items() for name in names.split()}
-_RENAMED = {"shard_splits": ("shard_reader", "load_splits")}  # the shards' load_splits, as it was called here
-_MODULES = {*_HOMES, "shards"}
+_MODULES = (*_HOMES, "shards")
 
-__all__ = sorted([*_NAMES, *_RENAMED])
+__all__ = sorted([*_NAMES, "shard_splits"])
+
+# Not cached here: the module's value is the one value (a test that patches decode.MAX_FILE_BYTES sees it here).
+_getattr, _dir = lazy_exports(__name__, _NAMES, _MODULES)
 
 
 def __getattr__(name: str) -> Any:
-    """PEP 562: an old name (or a module of the package) is imported from its module on first use."""
-    if name in _MODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    module, attribute = _RENAMED.get(name) or (_NAMES.get(name), name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    # not cached here: the module's value is the one value (a test that patches decode.MAX_FILE_BYTES sees it here)
-    return getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+    if name == "shard_splits":  # the shards' load_splits, as this module called it before the split
+        return _getattr("shard_reader").load_splits
+    return _getattr(name)
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__, *_MODULES])
+    return sorted({*_dir(), "shard_splits"})
