@@ -3,5 +3,5 @@ that ``mlp-mixer bench --help`` loads no torch. :mod:`.peers`, :mod:`.timing` an
 here."""
 
 MODELS = ("ours", "ours-tanh", "timm", "lucidrains", "seed")  # the peers (peers.py builds them)
-MODES = ("eager", "compile", "bf16", "int8")  # how each is run (timing.py)
+MODES = ("eager", "compile", "bf16", "compile-bf16", "int8")  # how each is run (timing.py)
 TASKS = ("infer", "latency", "train", "memory")  # what is measured (plan.py)

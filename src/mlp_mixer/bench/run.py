@@ -73,7 +73,7 @@ def run_case(
             continue
         gemm_flops = {}
         for precision, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-            if precision == "fp32" or any(mode == "bf16" for _, mode in calls):
+            if precision == "fp32" or any("bf16" in mode for _, mode in calls):
                 calls["gemm", precision], gemm_flops[precision] = gemm_call(config, batch, dtype, device)
         first, times = time_interleaved(calls, repeats, device, progress)
         for model in models.values():
@@ -86,7 +86,7 @@ def run_case(
                                 gflops=gemm_flops[mode] / median / 1e9))  # fmt: skip
                 continue
             # Per repeat: this call's FLOP rate over the GEMM rate timed beside it; then the median.
-            reference = "bf16" if mode == "bf16" else "fp32"
+            reference = "bf16" if "bf16" in mode else "fp32"
             fraction = statistics.median(
                 (flops / tm) / (gemm_flops[reference] / tg) for tm, tg in zip(t, times["gemm", reference], strict=True)
             )

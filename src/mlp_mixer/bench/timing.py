@@ -31,14 +31,14 @@ def _sync(device: torch.device) -> None:
 
 
 def _autocast(mode: str, device: torch.device) -> contextlib.AbstractContextManager:
-    return torch.autocast(device.type, dtype=torch.bfloat16) if mode == "bf16" else contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16) if "bf16" in mode else contextlib.nullcontext()
 
 
 def mode_skip_reason(mode: str, task: str, device: torch.device) -> str | None:
     """Why a mode cannot run a task here, or None; ``""`` for pairs that mean nothing (int8 training)."""
     if (mode == "int8" and task in ("train", "memory")) or (mode != "eager" and task == "memory"):
         return ""  # int8 is for inference; memory is measured in eager fp32
-    if mode == "bf16" and not native_bf16(device):
+    if "bf16" in mode and not native_bf16(device):
         capability = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else device.type
         return f"skipped: no native bf16 ({capability}; bf16 would be emulated, ~100x slower)"
     if mode == "int8" and device.type != "cpu":
@@ -52,12 +52,12 @@ def inference_runner(model: nn.Module, mode: str, device: torch.device, x: torch
         from ..inference.quantize import quantize_dynamic_int8  # written alongside; a missing module skips the mode
 
         model = quantize_dynamic_int8(model)
-    if mode == "compile":
+    if mode.startswith("compile"):  # "compile-bf16": compiled under bf16 autocast
         compiled = torch.compile(model, dynamic=False)
 
         def run() -> Any:
             # Freezing folds the weights into the graph as constants, prepacked for MKL/oneDNN on CPU.
-            with torch.inference_mode(), torch._inductor.config.patch(freezing=True):
+            with torch.inference_mode(), torch._inductor.config.patch(freezing=True), _autocast(mode, device):
                 return compiled(x)
 
         return run
@@ -75,7 +75,7 @@ def train_runner(
     """A no-argument call that runs one training step: forward, cross-entropy, backward, AdamW step."""
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    forward = torch.compile(model, dynamic=False) if mode == "compile" else model
+    forward = torch.compile(model, dynamic=False) if mode.startswith("compile") else model
 
     def step() -> None:
         with _autocast(mode, device):

@@ -4,7 +4,6 @@ processes, and the notes the user should read before it starts."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +14,7 @@ from ..model.mixer import MLPMixer
 from ..model.pretrained import Preprocessing
 from ..model.variants import variant_config
 from ..utils.devices import native_bf16
+from ..utils.threads import ThreadGovernor
 from ..weights.load import load_model
 from . import distributed
 from .checkpointing import restore
@@ -43,9 +43,6 @@ def prepare_run(
         for name, param in model.named_parameters():
             param.requires_grad = name.startswith("head.")
     attach_transforms(splits, config, preprocessing)
-    busy = _busy_note(device, config.threads)
-    if busy:
-        notes.append(busy)
     if config.amp and not native_bf16(device):
         notes.append(f"--amp: this {device.type.upper()} has no native bf16; training in fp32 instead")
         config = config.replace(amp=False)
@@ -73,6 +70,7 @@ def prepare_run(
         device=device,
         ema=EMA(model, config.ema) if config.ema > 0 else None,
         mix=mixing(config, model.num_classes),
+        threads=ThreadGovernor(torch.get_num_threads()) if device.type == "cpu" and config.threads is None else None,
         classes=list(splits.classes),
     )
     if checkpoint is not None:
@@ -182,18 +180,3 @@ def _check_sizes(config: TrainConfig, stored: dict[str, Any], source: str) -> No
                 raise ValueError(
                     f"{source} holds a model with {key} {stored[key]}, not --model {config.model}'s {variant[key]}"
                 )
-
-
-def _busy_note(device: torch.device, threads: int | None) -> str | None:
-    """A hint when other processes already keep the cores busy: PyTorch's threads then wait on each other, and
-    one thread can be several times faster than one per core. (Not changed automatically: the thread count
-    changes the order of floating-point sums, and the same command should give the same numbers.)"""
-    if device.type != "cpu" or threads is not None or not hasattr(os, "getloadavg"):
-        return None
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if torch.get_num_threads() > 1 and load > cores - 0.5:
-        return (
-            f"the machine is busy (load average {load:.1f} on {cores} cores): --threads 1 may train several "
-            "times faster"
-        )
-    return None

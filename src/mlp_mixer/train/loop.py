@@ -130,6 +130,9 @@ def train_one_epoch(
         run.scheduler.step()
         run.step += 1
         run.batch += 1
+        note = run.threads.step() if run.threads is not None else None
+        if note:
+            stats.notes.append(f"step {run.step}: {note}")
         if progress is not None:
             seen = max(1.0, totals[2].item())
             progress.set_postfix(
@@ -214,6 +217,7 @@ def end_epoch(run: Run, stats: EpochStats, held_out: EvalResult, eval_seconds: f
         epoch_cpu_seconds=stats.cpu_seconds,
         eval_seconds=eval_seconds,
         images_per_second=stats.images / max(stats.seconds, 1e-9),
+        threads=torch.get_num_threads(),
         skipped=len(stats.skipped) + len(held_out.skipped),
     )
     run.history.append(row)
@@ -311,6 +315,8 @@ def _train_in(
                     attach_transforms(splits, config, run.preprocessing, augment=False)
                 stats = run_epoch(run, splits.train, interrupt)
                 skipped += stats.skipped
+                for note in stats.notes:
+                    _say(f"note: {note}")
                 if not _all_finite(run.model):
                     raise NonFiniteLoss(f"the weights stopped being finite in epoch {run.epoch + 1}")
                 if stats.stopped:

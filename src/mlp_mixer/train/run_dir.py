@@ -104,6 +104,7 @@ class RunFiles:
         "epoch_seconds",
         "epoch_cpu_seconds",
         "images_per_second",
+        "threads",
         "skipped",
     )
 

@@ -12,6 +12,7 @@ import torch
 
 from ..model.mixer import MLPMixer
 from ..model.pretrained import Preprocessing
+from ..utils.threads import ThreadGovernor
 from .config import TrainConfig
 from .optim import EMA
 
@@ -29,6 +30,7 @@ class Run:
     device: torch.device
     ema: EMA | None = None
     mix: Callable | None = None  # MixUp / CutMix
+    threads: ThreadGovernor | None = None  # CPU threads follow the free cores (None: --threads pinned them)
     classes: list[str] = field(default_factory=list)
     epoch: int = 0  # epochs completed
     steps_per_epoch: int = 0
@@ -53,3 +55,4 @@ class EpochStats:
     cpu_seconds: float = 0.0  # CPU time of this process (all threads): what the epoch costs on a quiet machine
     skipped: list[str] = field(default_factory=list)
     stopped: bool = False  # interrupted before the end of the epoch
+    notes: list[str] = field(default_factory=list)  # what changed during the epoch (the thread count)
