@@ -74,3 +74,39 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 sys.meta_path.append(_MovedModuleFinder())
+
+
+def _register_with_timm() -> None:
+    from .weights import timm_registry  # imports timm, which is there by now
+
+    timm_registry.register()
+
+
+class _TimmHook(importlib.abc.MetaPathFinder):
+    """Registers our models with timm (:mod:`mlp_mixer.weights.timm_registry`) once ``timm`` is imported.
+
+    So ``import mlp_mixer`` stays light (no timm, no torch: ``mlp-mixer --help``), timm stays optional, and
+    ``timm.create_model("mlp_mixer_b16_224")`` or ``"local-dir:DIR"`` works in any process that imported both, in
+    either order. The hook wraps timm's own loader once and leaves ``sys.meta_path``.
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "timm":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("timm")
+        if spec is not None and spec.loader is not None:
+            exec_timm = spec.loader.exec_module
+
+            def exec_module(module):
+                exec_timm(module)
+                _register_with_timm()
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+if "timm" in sys.modules:
+    _register_with_timm()
+else:
+    sys.meta_path.insert(0, _TimmHook())
