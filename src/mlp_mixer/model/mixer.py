@@ -10,8 +10,8 @@ erf GELU instead; the two differ by ~1e-4 in the logits, so official checkpoints
 Faster kernels for the same MLPs (CPU mostly) live in :mod:`.fast_paths`, behind one switch.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: torch.fx copies forward()'s annotations into the code it generates,
+# and TorchScript cannot read them back as strings (scripting an fx-traced model).
 import contextlib
 import math
 from typing import Any

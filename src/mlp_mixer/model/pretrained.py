@@ -247,7 +247,8 @@ class Pretrained(
         """The ``config.json`` of this model: every constructor argument at the top (as the mixin reads them), class
         names and preprocessing (and where it came from), and what timm reads (``model_args``, ``pretrained_cfg``)."""
         arguments = self.config()
-        timm_spelling = {"in_channels": "in_chans", "image_size": "img_size"}  # those timm fills in itself
+        # timm merges model_args under the caller's keywords, which timm users spell as timm does
+        timm_spelling = {ours: theirs for theirs, ours in TIMM_NAMES.items()}
         config = {
             "architecture": ARCHITECTURE,
             **arguments,
