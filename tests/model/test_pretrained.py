@@ -58,6 +58,12 @@ def build(which: str) -> nn.Module:
 WHICH = pytest.mark.parametrize("which", ["reference", "ours"])
 
 
+@pytest.fixture(autouse=True)
+def _mocked_hub_is_reachable(monkeypatch):
+    """The Hub these tests mock answers: ours would otherwise see no network and read only the cache."""
+    monkeypatch.setattr("mlp_mixer.model.pretrained._hub_reachable", lambda *args: True)
+
+
 def _same_weights(a: nn.Module, b: nn.Module) -> None:
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)

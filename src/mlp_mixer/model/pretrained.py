@@ -314,6 +314,10 @@ class Pretrained(
             if repo is None:
                 raise FileNotFoundError(f"{name} is neither a folder nor a Hub id")
             pretrained_model_name_or_path = repo
+            if not kwargs.get("local_files_only") and not _hub_reachable():
+                # Offline: the cache only, at once (huggingface_hub would retry for ~25 s), or a message that says
+                # what to fetch; a cached snapshot then loads as the folder it is.
+                pretrained_model_name_or_path = hub_download(repo, kwargs.get("cache_dir"), kwargs.get("revision"))
         return super().from_pretrained(pretrained_model_name_or_path, **seed_names(kwargs))
 
     @classmethod
