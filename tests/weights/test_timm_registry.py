@@ -323,7 +323,8 @@ def test_save_pretrained_folder_loads_with_timm_local_dir(model, tmp_path):
 
 def test_import_hook_registers_once_timm_is_imported_and_not_before():
     code = (
-        "import sys, mlp_mixer; assert 'timm' not in sys.modules and 'torch' not in sys.modules; "
+        "import sys, importlib.util, mlp_mixer; assert 'timm' not in sys.modules and 'torch' not in sys.modules; "
+        "assert importlib.util.find_spec('timm') is not None; "  # a look that imports nothing keeps the hook
         "import timm; print(timm.is_model('mlp_mixer_b16_224'))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
