@@ -7,6 +7,7 @@ lives on top, in :mod:`mlp_mixer.commands`, and nothing in the library imports i
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -74,3 +75,42 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 sys.meta_path.append(_MovedModuleFinder())
+
+
+def _register_with_timm() -> None:
+    from .weights import timm_registry  # imports timm, which is there by now
+
+    timm_registry.register()
+
+
+class _TimmHook(importlib.abc.MetaPathFinder):
+    """Registers our models with timm (:mod:`mlp_mixer.weights.timm_registry`) once ``timm`` is imported.
+
+    So ``import mlp_mixer`` stays light (no timm, no torch: ``mlp-mixer --help``), timm stays optional, and
+    ``timm.create_model("mlp_mixer_b16_224")`` or ``"local-dir:DIR"`` works in any process that imported both, in
+    either order. It finds timm as the path finder does and wraps that spec's loader; after the import it leaves
+    ``sys.meta_path`` (a ``find_spec`` that imports nothing leaves it in place for the real import).
+    """
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "timm":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None:
+            return None
+        exec_timm = spec.loader.exec_module
+
+        def exec_module(module):
+            exec_timm(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
+            _register_with_timm()
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if "timm" in sys.modules:
+    _register_with_timm()
+else:
+    sys.meta_path.insert(0, _TimmHook())

@@ -122,11 +122,11 @@ def test_per_block_features_match_a_manual_loop(tiny_config):
         )
 
         # the model API underneath: norm= and stop_early= as timm offers them
-        final, raw = model.forward_intermediates(images, [0, 2])
+        final, raw = model.forward_intermediates(images, [0, 2], output_fmt="NLC")
         torch.testing.assert_close(raw, [manual[0], manual[2]])
-        _, normed = model.forward_intermediates(images, [0, 2], norm=True)
+        _, normed = model.forward_intermediates(images, [0, 2], norm=True, output_fmt="NLC")
         torch.testing.assert_close(normed, [model.pre_head_layer_norm(t) for t in (manual[0], manual[2])])
-        early, (first,) = model.forward_intermediates(images, [0], stop_early=True)
+        early, (first,) = model.forward_intermediates(images, [0], stop_early=True, output_fmt="NLC")
         torch.testing.assert_close(first, manual[0])
         torch.testing.assert_close(early, model.pre_head_layer_norm(manual[0]))
         torch.testing.assert_close(final, model.forward_features(images))

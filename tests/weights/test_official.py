@@ -97,7 +97,8 @@ def test_converted_official_model_follows_the_official_equations(official_npz):
     model = loaded
     assert model.config() == dict(
         in_channels=3, dim=64, num_classes=10, patch_size=4, image_size=[16, 16], depth=2, token_dim=32,
-        channel_dim=128, gelu="tanh",
+        channel_dim=128, dropout=0.0, drop_path=0.0, gelu="tanh", drop_path_rescale=False, head_dropout=0.0,
+        global_pool="avg",
     )  # fmt: skip
     assert loaded.preprocessing.mean == (0.5, 0.5, 0.5) and loaded.preprocessing.std == (0.5, 0.5, 0.5)
     images = np.random.default_rng(1).normal(size=(3, 16, 16, 3))
@@ -131,7 +132,7 @@ def test_official_npz_round_trips_through_convert_and_back(official_npz, tmp_pat
     assert main(["convert", str(path), str(out)]) == 0
     assert '"gelu": "tanh"' in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
-    assert config["model_config"]["gelu"] == "tanh" and config["model_config"]["token_dim"] == 32
+    assert config["gelu"] == "tanh" and config["token_dim"] == 32  # every constructor argument at the top
     back = tmp_path / "back.npz"
     assert main(["convert", str(out), str(back), "--to", "npz"]) == 0
     with np.load(back) as data:

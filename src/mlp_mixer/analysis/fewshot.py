@@ -118,7 +118,7 @@ def pooled_features(model: MLPMixer, images: torch.Tensor, block: int | None = N
     """
     if block is None:
         return model.forward_head(model.forward_features(images), pre_logits=True)
-    _, (tokens,) = model.forward_intermediates(images, [block], norm=True, stop_early=True)
+    _, (tokens,) = model.forward_intermediates(images, [block], norm=True, stop_early=True, output_fmt="NLC")
     return tokens.mean(dim=1)  # (B, S, C) -> (B, C)
 
 

@@ -18,6 +18,6 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 # Its modules too, as when this file imported them: ``import mlp_mixer.model`` then ``mlp_mixer.model.mixer``
-_MODULES = ("variants", "pretrained", "fast_paths", "mixer", "seed")
+_MODULES = ("variants", "pretrained", "timm_api", "fast_paths", "mixer", "seed")
 
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE, _MODULES)

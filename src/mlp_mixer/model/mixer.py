@@ -10,19 +10,19 @@ erf GELU instead; the two differ by ~1e-4 in the logits, so official checkpoints
 Faster kernels for the same MLPs (CPU mostly) live in :mod:`.fast_paths`, behind one switch.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: torch.fx copies forward()'s annotations into the code it generates,
+# and TorchScript cannot read them back as strings (scripting an fx-traced model).
 import contextlib
 import math
 from typing import Any
 
 import torch
 from torch import nn
-from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torch.utils.checkpoint import checkpoint
 
 from . import fast_paths
 from .pretrained import Preprocessing, Pretrained
+from .timm_api import GLOBAL_POOLS, TimmApi, accepts_timm_names, traced
 from .variants import variant_config
 
 LAYER_NORM_EPS = 1e-6  # flax nn.LayerNorm default, used by every official checkpoint
@@ -76,7 +76,9 @@ class TokenMixing(FeedForward):
         super().__init__(num_patch, token_dim, dropout, gelu, linear=TokenLinear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        if torch.jit.is_scripting():  # TorchScript has no super(): the plain form, written out
+            return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))
+        elif not torch.compiler.is_compiling() or torch.compiler.is_exporting():
             return super().forward(x)  # eager, and exported graphs (ONNX runs W @ x well; int8 keeps it float)
         # Under torch.compile the paper's transposed form is faster: inductor folds both transposes into the
         # neighbouring LayerNorm and residual add, and runs one (B*C, S) GEMM with MKL's packed weights.
@@ -114,7 +116,7 @@ class MixerBlock(nn.Module):
         return x
 
 
-class MLPMixer(nn.Module, Pretrained):
+class MLPMixer(nn.Module, TimmApi, Pretrained):
     """MLP-Mixer: per-patch linear stem, ``depth`` Mixer layers, pre-head LayerNorm, mean pool, linear head.
 
     Args:
@@ -130,11 +132,16 @@ class MLPMixer(nn.Module, Pretrained):
         drop_path: stochastic depth rate; block i drops with probability ``i / (depth - 1) * drop_path``.
         gelu: ``"tanh"`` (official/flax, default) or ``"exact"`` (timm, ``nn.GELU()``).
         drop_path_rescale: rescale kept branches by 1/(1-p) as timm does (big_vision does not).
+        head_dropout: dropout on the pooled features before the head (timm's ``drop_rate``).
+        global_pool: ``"avg"`` (the paper's mean over tokens) or ``""`` (no pooling: the head sees every token).
 
-    Besides the weights, a model carries what is needed to use them (set by the loaders, saved by
+    timm's names are accepted too (``in_chans``, ``img_size``, ``embed_dim``, ``num_blocks``, ``proj_drop_rate``,
+    ``drop_rate``, ``drop_path_rate``; :data:`~.variants.TIMM_NAMES`), and :class:`~.timm_api.TimmApi` adds timm's
+    model API. Besides the weights, a model carries what is needed to use them (set by the loaders, saved by
     ``save_pretrained``): ``classes`` (names of the head's outputs), ``preprocessing`` and ``source``.
     """
 
+    @accepts_timm_names
     def __init__(
         self,
         in_channels: int,
@@ -150,12 +157,16 @@ class MLPMixer(nn.Module, Pretrained):
         drop_path: float = 0.0,
         gelu: str = "tanh",
         drop_path_rescale: bool = False,
+        head_dropout: float = 0.0,
+        global_pool: str = "avg",
     ) -> None:
         super().__init__()
         h, w = _check_arguments(locals())
         self.in_channels, self.dim, self.num_classes = in_channels, dim, num_classes
         self.patch_size, self.image_size, self.depth = patch_size, (h, w), depth
         self.token_dim, self.channel_dim, self.gelu = token_dim, channel_dim, gelu
+        self.dropout, self.drop_path, self.drop_path_rescale = dropout, drop_path, drop_path_rescale
+        self.global_pool = global_pool
         self.grid_size = (h // patch_size, w // patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]  # S
         self.grad_checkpointing = False
@@ -167,6 +178,7 @@ class MLPMixer(nn.Module, Pretrained):
             for rate in rates
         )
         self.pre_head_layer_norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.head_drop = nn.Dropout(head_dropout)
         self.head = nn.Linear(dim, num_classes) if num_classes > 0 else nn.Identity()
         init_weights(self)
 
@@ -174,17 +186,21 @@ class MLPMixer(nn.Module, Pretrained):
         self.preprocessing = Preprocessing.official(self.image_size, in_channels)
         self.source: str | None = None
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, in_channels, H, W) -> patch tokens (B, S, C), row-major (h outer) as the official code."""
+        if not torch.jit.is_scripting():  # TorchScript compiles only this branch's absence
+            if not traced():  # tracers see no concrete shapes
+                self._check_input(x)
+        x = self.stem(x)  # (B, C, H/P, W/P)
+        # (B, C, h, w) -> (B, h*w, C), in one copy: residual adds keep their first operand's layout, so a transposed
+        # stream would make every LayerNorm copy it again.
+        return x.flatten(2).transpose(1, 2).contiguous()
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, in_channels, H, W) -> normalised tokens (B, S, C)."""
-        if not (torch.jit.is_tracing() or torch.compiler.is_compiling() or is_fx_symbolic_tracing()):
-            self._check_input(x)  # tracers see no concrete shapes
-        x = self.stem(x)  # (B, C, H/P, W/P)
-        x = x.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, h*w, C): row-major tokens, h outer
-        # One copy here: residual adds keep their first operand's layout, so a transposed stream would make
-        # every LayerNorm copy it again.
-        x = x.contiguous()
+        x = self.embed(x)
         for block in self.blocks:
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled() and not torch.jit.is_scripting():
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
@@ -192,61 +208,13 @@ class MLPMixer(nn.Module, Pretrained):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Tokens (B, S, C) -> logits (B, num_classes), or pooled features (B, C) with ``pre_logits``."""
-        x = x.mean(dim=1)  # global average pool over tokens: (B, S, C) -> (B, C)
+        if self.global_pool == "avg":
+            x = x.mean(dim=1)  # global average pool over tokens: (B, S, C) -> (B, C)
+        x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-    # ------------------------------------------------------------------ the timm-style API around the model
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices: int | list[int] | None = None,
-        norm: bool = False,
-        stop_early: bool = False,
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Per-block features: the normalised final tokens and the tokens (B, S, C) after chosen blocks.
-
-        Args:
-            x: images (B, in_channels, H, W).
-            indices: block indices to return (negative counts from the end); an int n means the last n
-                blocks; None means every block.
-            norm: pass each returned block's tokens through the pre-head LayerNorm (timm's ``norm=``).
-            stop_early: skip the blocks after the last one asked for (timm's ``stop_early=``); the final
-                tokens are then those of that block, normalised.
-        """
-        if indices is None:
-            indices = list(range(self.depth))
-        elif isinstance(indices, int):
-            indices = list(range(self.depth - indices, self.depth))
-        if any(not -self.depth <= i < self.depth for i in indices):
-            raise ValueError(f"block indices {indices} are out of range for a model with depth {self.depth}")
-        wanted = {i % self.depth for i in indices}
-        self._check_input(x)
-        x = self.stem(x).flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, S, C)
-        intermediates = []
-        last = max(wanted, default=-1) if stop_early else self.depth - 1
-        for i, block in enumerate(self.blocks[: last + 1]):
-            x = block(x)
-            if i in wanted:
-                intermediates.append(self.pre_head_layer_norm(x) if norm else x)
-        return self.pre_head_layer_norm(x), intermediates
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass: less activation memory, ~1/3 more compute."""
-        self.grad_checkpointing = enable
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head with a zero-initialised one, as the official fine-tuning code does."""
-        self.num_classes = num_classes
-        self.classes = []  # the old names no longer fit the new head
-        device = self.pre_head_layer_norm.weight.device
-        self.head = nn.Linear(self.dim, num_classes, device=device) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
 
     def config(self) -> dict:
         """The constructor arguments that rebuild this architecture (stored with checkpoints)."""
@@ -259,9 +227,15 @@ class MLPMixer(nn.Module, Pretrained):
             "depth": self.depth,
             "token_dim": self.token_dim,
             "channel_dim": self.channel_dim,
+            "dropout": self.dropout,
+            "drop_path": self.drop_path,
             "gelu": self.gelu,
+            "drop_path_rescale": self.drop_path_rescale,
+            "head_dropout": self.head_drop.p,
+            "global_pool": self.global_pool,
         }
 
+    @torch.jit.ignore
     def _check_input(self, x: torch.Tensor) -> None:
         expected = (self.in_channels, *self.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
@@ -281,7 +255,7 @@ class DropPath(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = torch.empty(x.shape[0], *([1] * (x.ndim - 1)), device=x.device, dtype=x.dtype)  # (B, 1, ..., 1)
+        keep = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), device=x.device, dtype=x.dtype)  # (B, 1, ..., 1)
         keep.bernoulli_(1.0 - self.p)
         return x * keep / (1.0 - self.p) if self.rescale else x * keep
 
@@ -339,8 +313,11 @@ def _check_arguments(args: dict[str, Any]) -> tuple[int, int]:
             raise ValueError(f"{name} must be a positive integer, got {args[name]!r}")
     if not isinstance(args["num_classes"], int) or args["num_classes"] < 0:
         raise ValueError(f"num_classes must be a non-negative integer, got {args['num_classes']!r}")
-    if not 0.0 <= args["dropout"] < 1.0 or not 0.0 <= args["drop_path"] < 1.0:
-        raise ValueError(f"dropout and drop_path must be in [0, 1), got {args['dropout']} and {args['drop_path']}")
+    for name in ("dropout", "drop_path", "head_dropout"):
+        if not isinstance(args[name], int | float) or not 0.0 <= args[name] < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {args[name]!r}")
+    if args["global_pool"] not in GLOBAL_POOLS:
+        raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {args['global_pool']!r}")
     if args["gelu"] not in GELU_FORMS:
         raise ValueError(f"gelu must be one of {sorted(GELU_FORMS)}, got {args['gelu']!r}")
     image_size, patch_size = args["image_size"], args["patch_size"]

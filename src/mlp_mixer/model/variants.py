@@ -2,7 +2,8 @@
 tiny test model. It imports nothing of ours: every other module (CLI, docs, tests, benchmarks) reads sizes here.
 
 Names are the paper's ``"B/16"``; ``"Mixer-B/16"``, ``"B_16"``, ``"b16"`` and timm's ``"mixer_b16_224"`` are
-accepted too.
+accepted too. The constructor's names are the seed's; :data:`TIMM_NAMES` lists timm's spelling of each, which
+:func:`seed_names` translates (the model, ``create_model`` and the loaders accept both).
 """
 
 from __future__ import annotations
@@ -42,6 +43,36 @@ SMALL = dict(dim=128, depth=8, token_dim=64, channel_dim=256)
 TINY = dict(in_channels=3, dim=32, num_classes=10, patch_size=4, image_size=16, depth=2, token_dim=16, channel_dim=64)
 
 
+# timm's keyword -> ours, for the arguments both have. timm's ``drop_rate`` is the dropout before the head and its
+# ``proj_drop_rate`` the dropout inside the MLPs (the seed's ``dropout``).
+TIMM_NAMES = {
+    "in_chans": "in_channels",
+    "img_size": "image_size",
+    "embed_dim": "dim",
+    "num_blocks": "depth",
+    "proj_drop_rate": "dropout",
+    "drop_rate": "head_dropout",
+    "drop_path_rate": "drop_path",
+}
+
+
+def seed_names(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with timm's names (:data:`TIMM_NAMES`) renamed to ours; a value given under both names is an error.
+
+    Raises:
+        ValueError: naming both spellings, e.g. ``in_channels`` and timm's ``in_chans``.
+    """
+    out = {k: v for k, v in kwargs.items() if k not in TIMM_NAMES}
+    for timm_name, ours in TIMM_NAMES.items():
+        if timm_name in kwargs:
+            if ours in kwargs:
+                raise ValueError(
+                    f"{ours} is given twice: as {ours}={kwargs[ours]!r} and as timm's {timm_name}={kwargs[timm_name]!r}"
+                )
+            out[ours] = kwargs[timm_name]
+    return out
+
+
 def canonical_name(name: str) -> str:
     """Map any accepted spelling (``"Mixer-B/16"``, ``"b16"``, ``"mixer_b16_224"``) to ``"B/16"``."""
     match = re.fullmatch(r"(?:mixer[-_]?)?([sblh])[/_-]?(\d+)(?:_\d+)?", name.strip(), flags=re.IGNORECASE)
@@ -53,8 +84,8 @@ def canonical_name(name: str) -> str:
 
 
 def variant_config(name: str, **overrides: Any) -> dict[str, Any]:
-    """The constructor arguments of a named variant, with ``overrides`` applied."""
-    return {**VARIANTS[canonical_name(name)], **overrides}
+    """The constructor arguments of a named variant, with ``overrides`` (ours or timm's names) applied."""
+    return {**VARIANTS[canonical_name(name)], **seed_names(overrides)}
 
 
 def variant_name(config: dict[str, Any]) -> str | None:

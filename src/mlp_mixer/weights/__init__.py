@@ -5,7 +5,8 @@ folders), :mod:`.shapes` (sizes read off a state dict), :mod:`.official` and :mo
 layouts, both ways), :mod:`.download` (URLs and the cache folder), :mod:`.load` (:func:`from_pretrained`, alias
 ``load_model``, the one function that turns what a user passes as ``--checkpoint`` into a model with ``classes``
 and ``preprocessing`` attached; and :func:`convert`), :mod:`.resize` (a new input resolution), :mod:`.options`
-(the choices the command line offers, importing nothing).
+(the choices the command line offers, importing nothing), :mod:`.timm_registry` (our models in
+``timm.create_model``; imported by the package's hook once timm is, never by this ``__init__``).
 """
 
 from ..utils.lazy import lazy_exports

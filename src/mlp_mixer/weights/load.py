@@ -9,11 +9,12 @@ It picks the reader by what the source is (a URL, a Hub id, a run folder, a ``sa
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..model.mixer import MLPMixer
-from ..model.pretrained import WEIGHTS_NAME, hub_download, hub_id, read_config, read_safetensors
+from ..model.pretrained import hub_download, hub_id, is_ours, read_config, read_safetensors, read_weights, weights_file
 from .checkpoint import check_checkpoint, read_torch_file, resolve_checkpoint
 from .download import download
 from .official import load_official_npz, save_official_npz
@@ -27,10 +28,14 @@ def from_pretrained(
     image_size: int | tuple[int, int] | None = None,
     cache_dir: str | Path | None = None,
     map_location: str | torch.device = "cpu",
+    **overrides: Any,
 ) -> MLPMixer:
     """The model of any checkpoint a user can name, in eval mode, with ``classes`` and ``preprocessing`` attached.
 
     Every command that takes ``--checkpoint`` calls this, so the same text means the same model everywhere.
+    Constructor arguments (ours or timm's names) override the stored ones, as for ``timm.create_model(...,
+    pretrained=True)``: ``num_classes=5`` gives a new zero head, ``in_chans=1`` an adapted stem, ``drop_path=0.1``
+    stochastic depth for fine-tuning.
 
     Args:
         source: a run folder (its ``best.pt``, else ``last.pt``), a training checkpoint ``.pt``, a
@@ -43,10 +48,12 @@ def from_pretrained(
         cache_dir: where downloads are kept; default :func:`~.download.default_cache_dir` for URLs
             (``$MLP_MIXER_CACHE`` or ``~/.cache/mlp_mixer``) and the Hugging Face cache for Hub ids.
         map_location: the device the weights are loaded onto.
+        overrides: constructor arguments, e.g. ``num_classes=5, in_chans=1`` (see :meth:`MLPMixer.from_state`).
     """
     text = str(source)
     if text.startswith(("http://", "https://", "gs://")):
-        return from_pretrained(download(text, cache_dir), image_size=image_size, map_location=map_location)
+        path = download(text, cache_dir)
+        return from_pretrained(path, image_size=image_size, map_location=map_location, **overrides)
     path = Path(source)
     if not path.exists():
         repo = hub_id(text)
@@ -64,6 +71,10 @@ def from_pretrained(
         model = model_from_timm_file(read_safetensors(path), image_size, path)
     else:
         model = _load_torch_file(path, image_size)
+    if overrides:  # the same weights in the architecture asked for: one rebuild on the meta device
+        loaded_from = model.source
+        model = MLPMixer.from_state(model.pretrained_config(), model.state_dict(), path, **overrides)
+        model.source = loaded_from
     return model.to(map_location)
 
 
@@ -71,12 +82,13 @@ load_model = from_pretrained  # the name the commands and docs/train.md use
 
 
 def _load_directory(directory: Path, image_size: int | tuple[int, int] | None) -> MLPMixer:
-    """Our ``save_pretrained`` folder, or a timm Hub snapshot (the same two file names, timm's config)."""
+    """Our ``save_pretrained`` folder, or a timm Hub snapshot (the same file names, timm's config)."""
     config = read_config(directory)
-    state = read_safetensors(directory / WEIGHTS_NAME)
-    if "model_config" not in config:  # a timm Hub repo (config.json + model.safetensors), converted
+    weights = weights_file(directory)
+    state = read_weights(weights)
+    if not is_ours(config):  # a timm Hub repo (config.json + model.safetensors), converted
         return model_from_timm_directory(directory, config, state, image_size)
-    model = MLPMixer.from_state(config, state, directory / WEIGHTS_NAME)
+    model = MLPMixer.from_state(config, state, weights)
     model.source = str(directory)
     return model
 

@@ -141,12 +141,8 @@ def resize_model(model: MLPMixer, image_size: int | tuple[int, int], method: str
 
     config = {**model.config(), "image_size": tuple(new_grid[i] * model.patch_size for i in range(2))}
     config["token_dim"] = token_dim
-    first, last = model.blocks[0], model.blocks[-1]
-    extra = dict(
-        dropout=first.token_mixing.drop1.p, drop_path=last.drop_path.p, drop_path_rescale=last.drop_path.rescale
-    )
     with torch.device("meta"):  # weights come from the state dict below, so skip the random init
-        resized = MLPMixer(**config, **extra)
+        resized = MLPMixer(**config)  # config() has every constructor argument: dropout, drop_path, ...
 
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     for i in range(model.depth):

@@ -16,6 +16,7 @@ import torch
 
 from ..model.mixer import MLPMixer
 from ..model.pretrained import CONFIG_NAME, WEIGHTS_NAME, Preprocessing
+from ..model.timm_api import preprocessing_from_timm
 from ..model.variants import variant_name
 from ..utils.files import write_bytes, write_json
 from .shapes import config_from_state_dict
@@ -63,24 +64,29 @@ def from_timm_state_dict(
     """
     if not is_timm_state_dict(state):
         raise ValueError(f"{source} is not a timm MlpMixer state dict (no 'stem.proj.weight')")
-    ours = {_rename(k, _TIMM_PREFIX, _TIMM_INFIX): v for k, v in state.items()}
+    ours = timm_state_to_ours(state)
     return MLPMixer.from_state({"model_config": config_from_state_dict(ours, image_size, gelu, source)}, ours, source)
+
+
+def gelu_of_tag(tag: str | None) -> str:
+    """The GELU that weights of a timm tag were trained with: ``goog_*`` are the official JAX weights (tanh)."""
+    return "tanh" if str(tag or "").startswith("goog") else "exact"
+
+
+def timm_state_to_ours(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm's ``MlpMixer`` names -> ours; a state dict already in our names passes through."""
+    if not is_timm_state_dict(state):
+        return dict(state)
+    return {_rename(k, _TIMM_PREFIX, _TIMM_INFIX): v for k, v in state.items()}
 
 
 def _timm_preprocessing(
     pretrained_cfg: dict[str, Any], image_size: tuple[int, int] | None = None, in_channels: int = 3
 ) -> Preprocessing:
-    """timm's ``pretrained_cfg`` (defaults: its Mixer ``_cfg``) as our Preprocessing."""
+    """timm's ``pretrained_cfg`` as our Preprocessing; what it lacks is timm's Mixer ``_cfg`` default."""
     size = image_size or tuple(pretrained_cfg.get("input_size", (3, 224, 224))[1:])
-    half = (0.5,) * in_channels
-    mean, std = tuple(pretrained_cfg.get("mean", half)), tuple(pretrained_cfg.get("std", half))
-    return Preprocessing(
-        image_size=tuple(size),
-        mean=mean if len(mean) == in_channels else half,  # a 1-channel model with timm's 3-channel defaults
-        std=std if len(std) == in_channels else half,
-        crop_pct=float(pretrained_cfg.get("crop_pct", 0.875)),
-        interpolation=pretrained_cfg.get("interpolation", "bicubic"),
-    )
+    timm_default = Preprocessing(tuple(size), (0.5,) * 3, (0.5,) * 3, 0.875, "bicubic")
+    return preprocessing_from_timm(pretrained_cfg, timm_default, in_channels)
 
 
 def model_from_timm_file(
@@ -100,9 +106,7 @@ def model_from_timm_directory(
     if image_size is None:  # timm stores (channels, height, width); model_args may override it
         size = config.get("model_args", {}).get("img_size") or list(pretrained_cfg.get("input_size", []))[1:] or None
         image_size = tuple(size) if isinstance(size, list | tuple) else size
-    # timm's goog_* weights are the official JAX ones, trained with tanh GELU
-    gelu = "tanh" if str(pretrained_cfg.get("tag", "")).startswith("goog") else "exact"
-    model = from_timm_state_dict(state, image_size, gelu, directory / WEIGHTS_NAME)
+    model = from_timm_state_dict(state, image_size, gelu_of_tag(pretrained_cfg.get("tag")), directory / WEIGHTS_NAME)
     labels = config.get("label_names") or pretrained_cfg.get("label_names") or []
     if isinstance(labels, dict):  # timm allows {index: name}
         labels = [labels[k] for k in sorted(labels, key=int)]
