@@ -83,6 +83,14 @@ def shards(shard_source, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def one_shard(shard_source, tmp_path_factory) -> Path:
+    """The same 50 training images in one shard (``--shard-size auto`` chooses one for so few), 13 held out."""
+    out = tmp_path_factory.mktemp("one") / "wds"
+    assert cli(["shard", str(shard_source), str(out), "--workers", "0", "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
 def recipe_shards(tmp_path_factory) -> Path:
     """16 training images in 4 shards (2 processes × 2 workers read one each), 6 held out."""
     root = tmp_path_factory.mktemp("recipe")

@@ -151,8 +151,9 @@ def test_settings_that_cannot_be_split_are_refused(monkeypatch):
         distributed.check_config(18, 1, 80, fsdp=False, ema=0.0)
     with pytest.raises(ValueError, match="leaves 4 image\\(s\\) per process, fewer than --grad-accum 8"):
         distributed.check_config(16, 8, 80, fsdp=False, ema=0.0)
-    with pytest.raises(ValueError, match="10 training images do not fill one global batch of --batch-size 16"):
-        distributed.check_config(16, 1, 10, fsdp=False, ema=0.0)
+    distributed.check_config(16, 1, 10, fsdp=False, ema=0.0)  # fewer than a batch: one step of them all
+    with pytest.raises(ValueError, match="3 training image\\(s\\) cannot be shared by 4 processes"):
+        distributed.check_config(16, 1, 3, fsdp=False, ema=0.0)
     with pytest.raises(ValueError, match="--ema 0.999 is not supported with --fsdp"):
         distributed.check_config(16, 1, 80, fsdp=True, ema=0.999)
 

@@ -5,6 +5,7 @@ become PNG; each shard is written atomically and the index last.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Iterable
@@ -19,13 +20,46 @@ from .loader import worker_init
 from .shards import DEFAULT_SHARD_SIZE, FORMAT, INDEX_NAME, SPLITS, Record, is_shards, read_index
 from .sources import load_splits
 
+# --shard-size auto: shards of at most AUTO_MAX_BYTES (WebDataset's advice: 100 MB to 1 GB streams well), and at
+# least AUTO_SHARDS of them where each still holds AUTO_MIN_IMAGES, so that up to AUTO_SHARDS readers each start on a
+# shard of their own (more readers, or a smaller dataset: they split shards at the sample level).
+AUTO_MAX_BYTES, AUTO_SHARDS, AUTO_MIN_IMAGES = 256 * 10**6, 64, 64
+
+
+def auto_shard_size(images: int, mean_bytes: float) -> tuple[int, str]:
+    """``--shard-size auto``: the images per shard for ``images`` of ``mean_bytes`` each, and why, in words."""
+    total = images * mean_bytes
+    by_bytes = math.ceil(total / AUTO_MAX_BYTES)
+    shards = max(1, by_bytes, min(AUTO_SHARDS, images // AUTO_MIN_IMAGES))
+    per = max(1, math.ceil(images / shards))
+    shards = math.ceil(images / per) if images else 0
+    each = per * mean_bytes
+    size = (
+        f"{shards} shard(s) of {per} images (~{each / 1e6:.3g} MB each)"
+        if each >= 1e6
+        else (f"{shards} shard(s) of {per} images (~{each / 1e3:.3g} KB each)")
+    )
+    if shards == 1:
+        why = "the data fit in one shard; readers split it at the sample level"
+    elif shards == by_bytes:
+        why = f"at most {AUTO_MAX_BYTES // 10**6} MB a shard"
+    else:
+        why = (
+            f"at least {AUTO_SHARDS} shards of at least {AUTO_MIN_IMAGES} images where the data allow, so that up to "
+            f"{shards} readers each start on a shard of their own"
+        )
+    return per, f"{size}: {why}"
+
 
 def parse_shard_size(text: str | int) -> tuple[int | None, int | None]:
-    """``"1GB"``, ``"256MB"``, ``"500KB"`` -> (None, bytes); ``"1000"`` or 1000 -> (images, None)."""
+    """``"1GB"``, ``"256MB"``, ``"500KB"`` -> (None, bytes); ``"1000"`` or 1000 -> (images, None); ``"auto"`` ->
+    (None, None) (:func:`auto_shard_size` chooses)."""
     value = str(text).strip().upper().replace(" ", "")
+    if value == "AUTO":
+        return None, None
     match = re.fullmatch(r"(\d+(?:\.\d+)?)(KB|MB|GB|TB|B)?", value)
     if not match or float(match[1]) <= 0:
-        raise ValueError(f"--shard-size must be a size like 1GB or 256MB, or a number of images, got {text!r}")
+        raise ValueError(f"--shard-size must be auto, a size like 1GB or 256MB, or a number of images, got {text!r}")
     if match[2] is None:
         if "." in match[1]:
             raise ValueError(f"--shard-size {text}: a number of images must be a whole number")
@@ -129,6 +163,13 @@ class _EncodedImages(Dataset):
         return ("jpg" if ext == "jpeg" else ext), payload, label
 
 
+def _mean_bytes(encoded: _EncodedImages, samples: int = 32) -> float:
+    """The mean stored size of an image, from up to ``samples`` spread over the dataset (readable ones)."""
+    n = len(encoded)
+    sizes = [len(item[1]) for i in range(0, n, max(1, n // samples)) if (item := encoded[i])[0] is not None]
+    return sum(sizes) / len(sizes) if sizes else 0.0
+
+
 def _as_is(item: Any) -> Any:
     return item
 
@@ -153,7 +194,8 @@ def write_shards(
         source: a folder or CIFAR folder, as ``--data``; None or ``"embedded"`` for the embedded MNIST digits.
         out: the folder of the shards and their index (created).
         split: ``"train"`` or ``"val"`` alone; None for both. Writing one split keeps the other in the index.
-        shard_size: ``"1GB"``, ``"256MB"``, or a number of images.
+        shard_size: ``"auto"`` (:func:`auto_shard_size`: the index says what it chose and why), ``"1GB"``,
+            ``"256MB"``, or a number of images.
         val_fraction: held out of a folder without ``val/`` (per class, fixed seed: the split training uses).
         in_channels: decode-check files with this many channels; None infers it.
         workers: DataLoader processes reading and checking the files.
@@ -178,8 +220,9 @@ def write_shards(
         dataset = splits.train if name == "train" else splits.val
         order = list(range(len(dataset)))
         random.Random(f"shard-write-{name}").shuffle(order)
+        encoded = _EncodedImages(dataset)
         loader = DataLoader(
-            _EncodedImages(dataset),
+            encoded,
             batch_size=None,
             sampler=order,
             num_workers=workers,
@@ -198,9 +241,13 @@ def write_shards(
                 ext, payload, label = item
                 yield f"{name}-{position:08d}", ext, payload, label
 
-        entries = write_split(records(), out, name, max_images, max_bytes)
+        per_shard, chosen = max_images, None
+        if max_images is None and max_bytes is None:
+            per_shard, chosen = auto_shard_size(len(order), _mean_bytes(encoded))
+        entries = write_split(records(), out, name, per_shard, max_bytes)
         bar.close()
         written[name] = {
+            **({"shard_size": chosen} if chosen else {}),
             "images": sum(e["images"] for e in entries),
             "skipped": len(skipped),
             "skipped_files": sorted(skipped),
