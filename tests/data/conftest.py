@@ -1,6 +1,8 @@
 """Fixtures of the data/ tests: a folder of odd image files, and small ImageFolders with their shards."""
 
 import io
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,11 @@ from PIL import Image
 from torchvision.io import encode_jpeg, encode_png
 
 from mlp_mixer.commands import main as cli
+
+# tests/data/test_hf.py: the datasets library's cache (Arrow files of the Parquet it reads) in a temporary folder,
+# and no network; set before the library is first imported (it reads them then).
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="hf-datasets-"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "write a dataset (folder, CIFAR, the embedded MNIST) as WebDataset tar shards with index.json"
+HELP = "write a dataset (folder, CIFAR, Hugging Face, the embedded MNIST) as WebDataset tar shards with index.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..data.shards import DEFAULT_SHARD_SIZE, SPLITS
 
     parser.add_argument(
-        "src", metavar="SRC", help="what train --data reads: an ImageFolder root, a CIFAR folder, or 'embedded' (MNIST)"
+        "src",
+        metavar="SRC",
+        help="what train --data reads: an ImageFolder root, a CIFAR folder, a Hugging Face dataset (hf:owner/name, "
+        "save_to_disk folder, Parquet), or 'embedded' (MNIST)",
     )
     parser.add_argument("out", metavar="OUT", help="folder for the shards and their index.json (created)")
     parser.add_argument(

@@ -15,9 +15,9 @@ from typing import IO, Any
 from torch.utils.data import DataLoader, Dataset
 
 from ..utils.files import atomic_write, write_json
-from .decode import ImageError, decode_image_bytes, read_bytes
+from .decode import ImageError, decode_image_bytes, image_header, read_bytes
 from .loader import worker_init
-from .shards import DEFAULT_SHARD_SIZE, FORMAT, INDEX_NAME, SPLITS, Record, is_shards, read_index
+from .shards import DEFAULT_SHARD_SIZE, FORMAT, IMAGE_EXTS, INDEX_NAME, SPLITS, Record, is_shards, read_index
 from .sources import load_splits
 
 # --shard-size auto: shards of at most AUTO_MAX_BYTES (WebDataset's advice: 100 MB to 1 GB streams well), and at
@@ -153,13 +153,18 @@ class _EncodedImages(Dataset):
 
             png = encode_png(self.dataset.images[index].contiguous())
             return "png", png.numpy().tobytes(), int(self.dataset.labels[index])
-        path, label = self.dataset.samples[index]
         try:
-            payload = read_bytes(path)
+            if hasattr(self.dataset, "encoded"):  # bytes kept with their dataset (Hugging Face)
+                payload, path, label = self.dataset.encoded(index)
+            else:
+                path, label = self.dataset.samples[index]
+                payload = read_bytes(path)
             decode_image_bytes(payload, self.dataset.in_channels, path)
         except ImageError as err:
             return None, str(err)
         ext = Path(path).suffix.lower().lstrip(".")
+        if ext not in IMAGE_EXTS:  # a name without a known extension: the format's
+            ext = image_header(payload, path)[0].lower()
         return ("jpg" if ext == "jpeg" else ext), payload, label
 
 
@@ -191,7 +196,8 @@ def write_shards(
     original bytes, in-memory images become PNG. Images that do not decode are skipped and counted.
 
     Args:
-        source: a folder or CIFAR folder, as ``--data``; None or ``"embedded"`` for the embedded MNIST digits.
+        source: a folder, CIFAR folder or Hugging Face dataset, as ``--data``; None or ``"embedded"`` for the
+            embedded MNIST digits.
         out: the folder of the shards and their index (created).
         split: ``"train"`` or ``"val"`` alone; None for both. Writing one split keeps the other in the index.
         shard_size: ``"auto"`` (:func:`auto_shard_size`: the index says what it chose and why), ``"1GB"``,
@@ -208,13 +214,15 @@ def write_shards(
 
     max_images, max_bytes = parse_shard_size(shard_size)
     data = None if source is None or str(source) == "embedded" else source
-    if data is not None and not Path(data).exists():
+    if data is not None and not str(data).startswith("hf:") and not Path(str(data).split("?")[0]).exists():
         raise FileNotFoundError(f"SRC {data} does not exist (a folder, a CIFAR folder, or 'embedded')")
     if is_shards(data):
         raise ValueError(f"{source} is already shards (it holds or names {INDEX_NAME})")
     if split is not None and split not in SPLITS:
         raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     splits = load_splits(data, val_fraction, in_channels)
+    if splits.train.streamed:
+        raise ValueError(f"{source}: a stream cannot be written as shards here; read it whole (drop streaming=1)")
     written = {}
     for name in [split] if split else list(SPLITS):
         dataset = splits.train if name == "train" else splits.val
