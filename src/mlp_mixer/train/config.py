@@ -324,6 +324,8 @@ def default_output(data: str | None) -> str:
     """``runs/mnist`` for the embedded default, else ``runs/<folder name>``; a new run replaces an old one."""
     if data is None:
         return str(Path("runs") / "mnist")
+    if data.startswith("hf:"):  # hf:owner/name?options -> runs/name
+        return str(Path("runs") / (data[3:].split("?")[0].rstrip("/").split("/")[-1] or "data"))
     if is_shards(data) and not Path(data).is_dir():  # an index or a pattern: the shards' folder
         return str(Path("runs") / (Path(data).resolve().parent.name or "data"))
     return str(Path("runs") / (Path(data).resolve().name or "data"))
