@@ -41,6 +41,7 @@ from .options import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S, DEFAULT_M
 
 log = logging.getLogger("mlp_mixer.serve")
 MAX_HEADER_BYTES = 64 * 1024  # request line and headers; nginx allows 4 x 8 kB by default
+LINGER_S = 1.0  # how long a closed connection still reads (and drops) what its client sends: nginx's lingering_time
 
 
 def _response(status: str, extra: bytes = b"") -> bytes:
@@ -50,6 +51,7 @@ def _response(status: str, extra: bytes = b"") -> bytes:
 TIMEOUT = _response("408 Request Timeout")
 HEADERS_TOO_LARGE = _response("431 Request Header Fields Too Large")
 FULL = _response("503 Service Unavailable", b"retry-after: 1\r\n")
+SHUTTING_DOWN = _response("503 Service Unavailable")
 
 
 class ConnectionGuard:
@@ -59,8 +61,8 @@ class ConnectionGuard:
         max_connections: most open connections.
         header_timeout_s: deadline for a request's headers.
         body_timeout_s: deadline for a request's body, from its last header.
-        on_close: called with ``"header_timeout"``, ``"body_timeout"``, ``"headers_too_large"``, ``"evicted"`` or
-            ``"refused"`` for every connection the guard closes (the server counts them in ``/metrics``).
+        on_close: called with ``"header_timeout"``, ``"body_timeout"``, ``"headers_too_large"``, ``"evicted"``,
+            ``"refused"`` or ``"drain_deadline"`` for every connection the guard closes (counted in ``/metrics``).
         max_header_bytes: largest request line and headers.
     """
 
@@ -105,6 +107,7 @@ class GuardedProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._timer: asyncio.TimerHandle | None = None
         self._admitted = False
+        self._closing = False  # answered and half-closed by the guard: what arrives now is discarded
         self._header_bytes = 0  # of the request whose headers are arriving; -1 once they are complete
 
     # ------------------------------------------------------------------ connection
@@ -125,18 +128,32 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def close_with(self, response: bytes, reason: str) -> None:
-        """Answer ``response`` (unless a response has begun) and close, counting ``reason``."""
+        """Answer ``response`` (unless a response has begun) and close, counting ``reason``.
+
+        The close lingers: the server sends its answer and its FIN, discards what the client still sends, and drops
+        the socket when the client closes or a second later. Closing at once, with the client's bytes unread,
+        would make the kernel reset the connection and the client would never read the answer. The connection
+        stops counting against the cap at once.
+        """
         self._cancel_timer()
         self.guard.idle.pop(self, None)
-        if self.transport.is_closing():
+        if self._admitted:
+            self._admitted = False
+            self.guard.open -= 1
+        if self.transport.is_closing() or self._closing:
             return
+        self._closing = True
         cycle = self.cycle
         if cycle is None or not cycle.response_started:
             self.transport.write(response)
         if cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the app's next receive() says http.disconnect; its response goes nowhere
             cycle.message_event.set()
-        self.transport.close()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_S, self.transport.abort)
+        else:
+            self.transport.close()
         self.guard.on_close(reason)
 
     # ------------------------------------------------------------------ a request's phases
@@ -147,6 +164,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._arm(self.guard.header_timeout_s, "header_timeout")
 
     def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
         if self._header_bytes >= 0:
             self._header_bytes += len(data)
         super().data_received(data)
@@ -211,7 +230,14 @@ class DrainingServer(uvicorn.Server):
             self.drain()
 
     async def on_tick(self, counter: int) -> bool:
-        if self.state.draining and (self.state.in_flight == 0 or time.monotonic() > self._deadline):
+        if self.state.draining and self.state.in_flight == 0:
+            self.should_exit = True
+        elif self.state.draining and time.monotonic() > self._deadline and not self.should_exit:
+            # The deadline: requests still arriving get 503 and their connections close, so that their handlers
+            # end (the body read sees the disconnect) rather than being cancelled mid-way.
+            for connection in list(self.server_state.connections):
+                if isinstance(connection, GuardedProtocol):
+                    connection.close_with(SHUTTING_DOWN, "drain_deadline")
             self.should_exit = True
         return await super().on_tick(counter)
 

@@ -136,8 +136,8 @@ class _Metrics:
         )
         self.closed = Counter(
             "mixer_connections_closed",
-            "connections the server closed before a request reached the app: header_timeout, body_timeout, "
-            "headers_too_large, evicted (at the connection cap), refused (503 at the cap)",
+            "connections the server closed itself: header_timeout, body_timeout (408), headers_too_large (431), "
+            "evicted (idle, at the connection cap), refused (503 at the cap), drain_deadline (503)",
             ["reason"],
             registry=self.registry,
         )
