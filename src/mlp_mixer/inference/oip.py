@@ -38,7 +38,17 @@ from fastapi.responses import JSONResponse, Response
 
 from .batching import MicroBatcher
 from .predict import Predictor
-from .uploads import ClientError, Intake, Upload, check_pixels, decode_base64, decode_uploads, parse_json
+from .uploads import (
+    INLINE_PIXELS,
+    ClientError,
+    Costly,
+    Intake,
+    Upload,
+    check_pixels,
+    decode_base64,
+    decode_uploads,
+    parse_json,
+)
 
 HEADER = "inference-header-content-length"  # Triton's binary-tensor extension
 INPUTS = {"image": "BYTES", "pixels": "UINT8", "input": "FP32"}
@@ -242,15 +252,19 @@ def _outputs(document: dict[str, Any]) -> tuple[list[Requested], int]:
 
 
 def to_images(
-    request: InferRequest, predictor: Predictor, max_pixels: int, max_request_pixels: int
+    request: InferRequest, predictor: Predictor, max_pixels: int, max_request_pixels: int, inline: bool = False
 ) -> list[torch.Tensor]:
-    """The model's input for each image of a parsed request (in a worker thread: decoding and resizing cost)."""
+    """The model's input for each image of a parsed request (in a worker thread: decoding and resizing cost;
+    ``inline``: :class:`~.uploads.Costly` rather than resize or decode more than ``INLINE_PIXELS``)."""
     if request.input == "input":
         return list(torch.from_numpy(request.array))  # type: ignore[arg-type]
     if request.input == "pixels":
+        n, h, w, _ = request.array.shape  # type: ignore[union-attr]
+        if inline and n * h * w > INLINE_PIXELS:
+            raise Costly
         pixels = torch.from_numpy(request.array).permute(0, 3, 1, 2)  # type: ignore[arg-type]  # (N, H, W, C) -> (N, C, H, W)
     else:
-        pixels = decode_uploads(request.uploads, predictor.model.in_channels, max_pixels, max_request_pixels)
+        pixels = decode_uploads(request.uploads, predictor.model.in_channels, max_pixels, max_request_pixels, inline)
     return [predictor.transform(image) for image in pixels]
 
 
@@ -378,9 +392,12 @@ class OpenInference:
         content, headers = encode_response(self.name, parsed, probabilities, self.predictor.classes)
         return Response(content, headers=headers)
 
-    def _parse(self, body: bytearray, header: str | None) -> tuple[InferRequest, list[torch.Tensor]]:
+    def _parse(
+        self, body: bytearray, header: str | None, inline: bool = False
+    ) -> tuple[InferRequest, list[torch.Tensor]]:
         parsed = parse_infer(body, header, **self.parse_options)  # type: ignore[arg-type]
-        return parsed, to_images(parsed, self.predictor, self.limits["max_pixels"], self.limits["max_request_pixels"])
+        limits = self.limits
+        return parsed, to_images(parsed, self.predictor, limits["max_pixels"], limits["max_request_pixels"], inline)
 
     def register(self, app: FastAPI) -> None:
         """Add the routes to ``app`` (GET routes answer HEAD too)."""
