@@ -27,6 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.1, help="held out of a folder without val/")
     parser.add_argument("--workers", type=int, default=None, help="processes reading and checking the images "
                         "(default: one per core, at most 4)")  # fmt: skip
+    parser.add_argument(
+        "--max-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="store each image resized so its shorter side is at most N (Lanczos, JPEG quality 90; never upscaled): "
+        "less to decode each epoch, at a fixed maximum resolution (default: the original bytes)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -36,7 +44,15 @@ def run(args: argparse.Namespace) -> int:
 
     workers = default_workers() if args.workers is None else args.workers
     index = write_shards(
-        args.src, args.out, args.split, args.shard_size, args.val_fraction, None, workers, not args.no_progress
+        args.src,
+        args.out,
+        args.split,
+        args.shard_size,
+        args.val_fraction,
+        None,
+        workers,
+        not args.no_progress,
+        args.max_size,
     )
     for name, split in index["splits"].items():
         if "shard_size" in split and (args.split is None or name == args.split):
@@ -45,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
             f"{name}: {split['images']} images in {len(split['shards'])} shard(s), {split['skipped']} unreadable "
             f"skipped" + (f" (e.g. {split['skipped_files'][0]})" if split["skipped"] else "")
         )
+    if args.max_size:
+        print(f"images stored with the shorter side at most {args.max_size} (larger ones resized, JPEG quality 90)")
     print(
         f"index: {args.out}/index.json ({len(index['classes'])} classes); train with: mlp-mixer train --data {args.out}"
     )

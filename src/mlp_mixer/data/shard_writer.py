@@ -1,6 +1,7 @@
 """The shard writer (``mlp-mixer shard``): any source ``train --data`` reads, written as WebDataset tar shards
 with their ``index.json`` (:mod:`.shards` describes the format): files keep their original bytes, in-memory images
-become PNG; each shard is written atomically and the index last.
+become PNG (with ``max_size``, images larger than it are stored resized, as JPEG); each shard is written
+atomically and the index last.
 """
 
 from __future__ import annotations
@@ -24,6 +25,41 @@ from .sources import load_splits
 # least AUTO_SHARDS of them where each still holds AUTO_MIN_IMAGES, so that up to AUTO_SHARDS readers each start on a
 # shard of their own (more readers, or a smaller dataset: they split shards at the sample level).
 AUTO_MAX_BYTES, AUTO_SHARDS, AUTO_MIN_IMAGES = 256 * 10**6, 64, 64
+
+# --max-size: the shorter side bounded with Lanczos (Pillow's highest-quality downsampling) and re-encoded as JPEG at
+# this quality (FFCV's default; the loss is below what RandomResizedCrop and RandAugment do to an image).
+MAX_SIZE_QUALITY = 90
+
+
+def bounded_size(height: int, width: int, max_size: int) -> tuple[int, int]:
+    """(height, width) with the shorter side at most ``max_size``, the aspect ratio kept; never larger."""
+    short = min(height, width)
+    if short <= max_size:
+        return height, width
+    return max(1, round(height * max_size / short)), max(1, round(width * max_size / short))
+
+
+def shrink(payload: bytes, max_size: int, in_channels: int, name: str = "image") -> bytes | None:
+    """``payload`` resized so its shorter side is ``max_size`` (Lanczos) and re-encoded as JPEG at
+    :data:`MAX_SIZE_QUALITY`, or None when it is no larger already (its bytes are then kept: never upscaled, never
+    re-encoded for nothing). The EXIF block travels with it, so an orientation tag means what it meant."""
+    import io
+
+    from PIL import Image
+
+    _, width, height = image_header(payload, name)
+    new_h, new_w = bounded_size(height, width, max_size)
+    if (new_h, new_w) == (height, width):
+        return None
+    with Image.open(io.BytesIO(payload)) as img:
+        img.seek(0)
+        exif = img.info.get("exif")
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale: the top 8 bits, as decoding does
+            img = img.point(lambda v: v / 256)
+        small = img.convert("L" if in_channels == 1 else "RGB").resize((new_w, new_h), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    small.save(out, "JPEG", quality=MAX_SIZE_QUALITY, **({"exif": exif} if exif else {}))
+    return out.getvalue()
 
 
 def auto_shard_size(images: int, mean_bytes: float) -> tuple[int, str]:
@@ -139,10 +175,11 @@ def write_index(
 class _EncodedImages(Dataset):
     """``(extension, bytes, label)`` of each image of a dataset, or ``(None, reason)`` for a file that does not
     decode: files keep their original bytes (checked by decoding them, as training would); in-memory images
-    (MNIST, CIFAR) are encoded as PNG, which is lossless."""
+    (MNIST, CIFAR) are encoded as PNG, which is lossless. With ``max_size``, an image whose shorter side is larger
+    is stored resized as JPEG (:func:`shrink`)."""
 
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
+    def __init__(self, dataset: Dataset, max_size: int | None = None) -> None:
+        self.dataset, self.max_size = dataset, max_size
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -151,8 +188,13 @@ class _EncodedImages(Dataset):
         if self.dataset.in_memory:
             from torchvision.io import encode_png
 
-            png = encode_png(self.dataset.images[index].contiguous())
-            return "png", png.numpy().tobytes(), int(self.dataset.labels[index])
+            png = encode_png(self.dataset.images[index].contiguous()).numpy().tobytes()
+            small = self.max_size and shrink(png, self.max_size, self.dataset.images.shape[1])
+            return (
+                ("jpg", small, int(self.dataset.labels[index]))
+                if small
+                else ("png", png, int(self.dataset.labels[index]))
+            )
         try:
             if hasattr(self.dataset, "encoded"):  # bytes kept with their dataset (Hugging Face)
                 payload, path, label = self.dataset.encoded(index)
@@ -160,8 +202,11 @@ class _EncodedImages(Dataset):
                 path, label = self.dataset.samples[index]
                 payload = read_bytes(path)
             decode_image_bytes(payload, self.dataset.in_channels, path)
+            small = self.max_size and shrink(payload, self.max_size, self.dataset.in_channels, str(path))
         except ImageError as err:
             return None, str(err)
+        if small:
+            return "jpg", small, label
         ext = Path(path).suffix.lower().lstrip(".")
         if ext not in IMAGE_EXTS:  # a name without a known extension: the format's
             ext = image_header(payload, path)[0].lower()
@@ -188,6 +233,7 @@ def write_shards(
     in_channels: int | None = None,
     workers: int = 0,
     progress: bool = True,
+    max_size: int | None = None,
 ) -> dict[str, Any]:
     """Write any source ``train --data`` reads as WebDataset shards with ``index.json`` (``mlp-mixer shard``).
 
@@ -206,6 +252,10 @@ def write_shards(
         in_channels: decode-check files with this many channels; None infers it.
         workers: DataLoader processes reading and checking the files.
         progress: a progress bar per split.
+        max_size: store each image whose shorter side is larger already resized to this (Lanczos, JPEG at
+            :data:`MAX_SIZE_QUALITY`; smaller ones keep their bytes), recorded in the index as ``max_size``. Fixes the
+            largest resolution the shards can train at, and re-encodes once; it saves decoding and resizing
+            full-size photos at every epoch. None: the original bytes.
 
     Returns:
         The index written.
@@ -213,6 +263,8 @@ def write_shards(
     from tqdm import tqdm
 
     max_images, max_bytes = parse_shard_size(shard_size)
+    if max_size is not None and (isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1):
+        raise ValueError(f"--max-size must be a whole number of pixels of at least 1, got {max_size!r}")
     data = None if source is None or str(source) == "embedded" else source
     if data is not None and not str(data).startswith("hf:") and not Path(str(data).split("?")[0]).exists():
         raise FileNotFoundError(f"SRC {data} does not exist (a folder, a CIFAR folder, or 'embedded')")
@@ -228,7 +280,7 @@ def write_shards(
         dataset = splits.train if name == "train" else splits.val
         order = list(range(len(dataset)))
         random.Random(f"shard-write-{name}").shuffle(order)
-        encoded = _EncodedImages(dataset)
+        encoded = _EncodedImages(dataset, max_size)
         loader = DataLoader(
             encoded,
             batch_size=None,
@@ -261,11 +313,17 @@ def write_shards(
             "skipped_files": sorted(skipped),
             "shards": entries,
         }
+    native = splits.native_size and bounded_size(*splits.native_size, max_size or max(splits.native_size))
     meta = {
         "source": str(source) if data is not None else "embedded MNIST digits",
         "kind": splits.kind,
         "classes": list(splits.classes),
         "in_channels": splits.in_channels,
-        "native_size": list(splits.native_size) if splits.native_size else None,
+        "native_size": list(native) if native else None,
+        **(
+            {"max_size": {"shorter_side": max_size, "resample": "lanczos", "jpeg_quality": MAX_SIZE_QUALITY}}
+            if max_size
+            else {}
+        ),  # fmt: skip
     }
     return write_index(out, meta, written)
