@@ -122,7 +122,7 @@ def test_devices_pipes_and_oversized_files_are_not_read(tmp_path, monkeypatch):
         D.read_image(fifo)
     big = tmp_path / "big.png"
     big.write_bytes(b"\0" * 4096)
-    monkeypatch.setattr("mlp_mixer.data.decode.MAX_FILE_BYTES", 1024)  # the module that reads it
+    monkeypatch.setattr("mlp_mixer.utils.limits.MAX_FILE_BYTES", 1024)  # the module that reads it
     with pytest.raises(D.TooLargeError, match="big.png: larger than the limit"):
         D.read_image(big)
 

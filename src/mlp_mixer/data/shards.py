@@ -29,7 +29,9 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from ..utils import limits
 
 INDEX_NAME = "index.json"
 FORMAT = "mlp-mixer webdataset shards"
@@ -137,7 +139,13 @@ def open_shards(data: str | Path) -> ShardSet:
         shards = []
         try:
             for item in entry["shards"]:
-                shard = Shard(folder / item["name"], int(item["images"]), int(item["bytes"]))
+                name = str(item["name"])
+                if name in ("", ".", "..") or Path(name).name != name:  # "../x.tar", "/data/x.tar", "a/x.tar"
+                    raise ShardError(
+                        f"{index_path}: split {split!r} names shard {name!r}, which is not a file beside the index "
+                        "(an index names its shards by file name, in its own folder)"
+                    )
+                shard = Shard(folder / name, int(item["images"]), int(item["bytes"]))
                 shards.append(shard)
                 listed[str(shard.path)] = (split, shard)
             total = int(entry["images"])
@@ -245,9 +253,7 @@ def read_shard(shard: Shard, first: int, end: int, num_classes: int) -> Iterator
     position = 0
     try:
         with shard.path.open("rb") as stream:
-            samples = tariterators.group_by_keys(
-                tariterators.tar_file_expander([{"url": str(shard.path), "stream": stream}])
-            )
+            samples = tariterators.group_by_keys(_members(stream, shard.path))
             for sample in samples:
                 if position >= shard.images:
                     raise ShardError(
@@ -270,6 +276,24 @@ def read_shard(shard: Shard, first: int, end: int, num_classes: int) -> Iterator
             f"shard {shard.path} holds {position} images, its index says {shard.images}: truncated or rewritten; "
             "write the shards again (mlp-mixer shard)"
         )
+
+
+def _members(stream: IO[bytes], path: Path) -> Iterator[dict[str, Any]]:
+    """The files of a tar stream, as ``webdataset``'s ``tar_file_expander`` yields them, each member's size read
+    from its header and checked before its data is: a GNU-sparse member, or one in a gzip-compressed shard, can
+    declare gigabytes in a few bytes, and a shard's member is an image file under the same cap as one on disk
+    (``limits.MAX_FILE_BYTES``). Skipping a member never expands it: only its stored blocks are passed."""
+    with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        for member in tar:
+            if not member.isreg() or re.match(r"__[^/]*__($|/)", member.name):  # what webdataset skips
+                continue
+            if member.size > limits.MAX_FILE_BYTES:
+                raise ShardError(
+                    f"shard {path}: member {member.name} declares {member.size:,} bytes, over the limit of "
+                    f"{limits.MAX_FILE_BYTES / 2**20:g} MiB per image (MLP_MIXER_MAX_FILE_MB)"
+                )
+            yield {"fname": member.name, "data": tar.extractfile(member).read(), "__url__": str(path)}
+            tar.members = []  # keep no headers of what was read
 
 
 def _first_line(err: BaseException) -> str:
