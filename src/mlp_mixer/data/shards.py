@@ -92,8 +92,8 @@ def _brace_expand(pattern: str) -> list[str]:
 
 
 def is_shards(data: str | Path | None) -> bool:
-    """Whether ``--data`` names shards: an index JSON, a folder holding ``index.json`` (or tar files: then it lacks
-    its index), a brace pattern of tar files (``train-{000000..000146}.tar``) or one tar file."""
+    """Whether ``--data`` names shards: an index JSON, a folder of shards (:func:`is_shard_folder`), a brace
+    pattern of tar files (``train-{000000..000146}.tar``) or one tar file."""
     if data is None:
         return False
     text = str(data)
@@ -101,8 +101,26 @@ def is_shards(data: str | Path | None) -> bool:
         return True
     path = Path(text)
     if path.is_dir():
-        return (path / INDEX_NAME).is_file() or any(path.glob("*.tar"))
+        return is_shard_folder(path)
     return path.is_file() and path.suffix == ".json"
+
+
+def is_shard_folder(folder: Path) -> bool:
+    """The rule for a folder: shards when it holds ``index.json`` (what ``mlp-mixer shard`` writes), or nothing
+    but ``.tar`` files (shards whose index is missing, which :func:`open_shards` then says). So one stray tar
+    beside class folders, or in a CIFAR folder, changes nothing. An index beside class folders could mean either:
+    a ShardError names both, and the user says which."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    subfolders = sorted(p.name for p in entries if p.is_dir())
+    if (folder / INDEX_NAME).is_file():
+        if subfolders:
+            raise ShardError(
+                f"--data {folder} is ambiguous: it holds {INDEX_NAME} (shards) and the folders "
+                f"{', '.join(subfolders[:5])}{', ...' if len(subfolders) > 5 else ''} (an image folder's classes); "
+                f"pass {folder / INDEX_NAME} for the shards, or move it out for the image folder"
+            )
+        return True
+    return bool(entries) and all(p.is_file() and p.suffix == ".tar" for p in entries)
 
 
 def open_shards(data: str | Path) -> ShardSet:

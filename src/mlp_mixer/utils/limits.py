@@ -51,8 +51,8 @@ def check_weights(source: str | Path, tensors: int, nbytes: int) -> None:
         raise BudgetError(f"{source} holds {tensors:,} tensors, over the limit of {MAX_TENSORS:,} per weights file")
     if nbytes > MAX_WEIGHT_BYTES:
         raise BudgetError(
-            f"{source} expands to {nbytes / 2**20:,.0f} MiB of tensors, over the limit of "
-            f"{MAX_WEIGHT_BYTES / 2**20:,.0f} MiB (MLP_MIXER_MAX_WEIGHTS_MB)"
+            f"{source} expands to {nbytes / 2**20:,.1f} MiB of tensors, over the limit of "
+            f"{MAX_WEIGHT_BYTES / 2**20:,.1f} MiB (MLP_MIXER_MAX_WEIGHTS_MB)"
         )
 
 
@@ -70,12 +70,13 @@ def check_torch_file(path: Path) -> None:
             pickles = [m for m in members if m.filename.endswith(".pkl")]
             if not pickles:
                 raise ValueError("no data.pkl")
-            for member in members:
-                if member.compress_type != zipfile.ZIP_STORED:
-                    raise BudgetError(
-                        f"checkpoint {path}: record {member.filename} is compressed ({member.file_size:,} bytes "
-                        f"from {member.compress_size:,}), which torch.save never writes; refusing to expand it"
-                    )
+            packed = [m for m in members if m.compress_type != zipfile.ZIP_STORED]
+            if packed:
+                raise BudgetError(
+                    f"checkpoint {path}: {len(packed)} compressed records ({sum(m.file_size for m in packed):,} "
+                    f"bytes from {sum(m.compress_size for m in packed):,}), which torch.save never writes; "
+                    "refusing to expand them"
+                )
             check_weights(f"checkpoint {path}", len(members), sum(m.file_size for m in members))
             for member in pickles:
                 if member.file_size > MAX_PICKLE_BYTES:
