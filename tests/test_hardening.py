@@ -292,7 +292,8 @@ def test_the_pages_preview_shows_a_sideways_stored_photo_upright_as_the_server_d
         const canvas = document.createElement("canvas");
         [canvas.width, canvas.height] = [image.naturalWidth, image.naturalHeight];
         const ctx = canvas.getContext("2d"); ctx.drawImage(image, 0, 0);
-        return [image.naturalWidth, image.naturalHeight, Array.from(ctx.getImageData(0, 0, canvas.width, canvas.height).data)];
+        const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+        return [image.naturalWidth, image.naturalHeight, Array.from(pixels)];
     }"""
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
     with sync_playwright() as playwright:

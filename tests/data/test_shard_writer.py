@@ -25,6 +25,20 @@ def test_shard_size_is_bytes_or_images():
             W.parse_shard_size(bad)
 
 
+def test_auto_shard_size_suits_the_dataset(one_shard, capsys):
+    # (images, mean bytes) -> shards: one for little data, 64 where each holds 64+, at most 256 MB each
+    assert W.auto_shard_size(60, 20e3)[0] == 60
+    assert W.auto_shard_size(6000, 100e3)[0] == 94  # 64 shards (~9 MB): up to 64 readers on shards of their own
+    per, why = W.auto_shard_size(1_281_167, 110e3)  # ImageNet: ~550 shards of 256 MB
+    assert per == 2326 and "at most 256 MB a shard" in why and why.startswith("551 shard(s)")
+    assert W.parse_shard_size("auto") == (None, None)
+    index = json.loads((one_shard / "index.json").read_text())
+    assert [s["images"] for s in index["splits"]["train"]["shards"]] == [50]
+    assert index["splits"]["train"]["shard_size"].startswith("1 shard(s) of 51 images (~36")  # the broken file too
+    assert cli(["shard", str(one_shard.parent / "x"), str(one_shard.parent / "y")]) == 2  # (SRC missing)
+    capsys.readouterr()
+
+
 def test_shards_hold_the_original_bytes_and_the_index_counts_them(shard_source, shards):
     index = json.loads((shards / "index.json").read_text())
     assert index["classes"] == ["c0", "c1", "c2"] and index["kind"] == "folder"

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "write a dataset (folder, CIFAR, the embedded MNIST) as WebDataset tar shards with index.json"
+HELP = "write a dataset (folder, CIFAR, Hugging Face, the embedded MNIST) as WebDataset tar shards with index.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..data.shards import DEFAULT_SHARD_SIZE, SPLITS
 
     parser.add_argument(
-        "src", metavar="SRC", help="what train --data reads: an ImageFolder root, a CIFAR folder, or 'embedded' (MNIST)"
+        "src",
+        metavar="SRC",
+        help="what train --data reads: an ImageFolder root, a CIFAR folder, a Hugging Face dataset (hf:owner/name, "
+        "save_to_disk folder, Parquet), or 'embedded' (MNIST)",
     )
     parser.add_argument("out", metavar="OUT", help="folder for the shards and their index.json (created)")
     parser.add_argument(
-        "--shard-size", default=DEFAULT_SHARD_SIZE, help="per shard: a size (1GB, 256MB) or a number of images"
+        "--shard-size",
+        default=DEFAULT_SHARD_SIZE,
+        help="per shard: auto (at most 256MB, at least 64 shards where the data allow), a size (1GB, 256MB) or a "
+        "number of images",
     )
     parser.add_argument("--split", choices=SPLITS, default=None, help="write one split only (default: train and val)")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="held out of a folder without val/")
@@ -33,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         args.src, args.out, args.split, args.shard_size, args.val_fraction, None, workers, not args.no_progress
     )
     for name, split in index["splits"].items():
+        if "shard_size" in split and (args.split is None or name == args.split):
+            print(f"{name}: --shard-size auto chose {split['shard_size']}")
         print(
             f"{name}: {split['images']} images in {len(split['shards'])} shard(s), {split['skipped']} unreadable "
             f"skipped" + (f" (e.g. {split['skipped_files'][0]})" if split["skipped"] else "")

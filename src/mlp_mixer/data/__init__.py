@@ -8,7 +8,8 @@ floats (and augments them) in one place, on the training device. One job per mod
 - :mod:`.loader`: batches of any source through DataLoader workers;
 - :mod:`.splits`: what a source gives (:class:`DataSplits`) and the interface its readers share;
 - the sources, one module each: :mod:`.mnist` (the embedded default), :mod:`.cifar` (python-pickle folders),
-  :mod:`.folder` (ImageFolder layout), :mod:`.shard_reader` (WebDataset shards), with :mod:`.tensors`
+  :mod:`.folder` (ImageFolder layout), :mod:`.shard_reader` (WebDataset shards), :mod:`.hf` (Hugging Face
+  datasets: the Hub, ``save_to_disk`` folders, Parquet), with :mod:`.tensors`
   (in-memory images) and :mod:`.shards` (the shard format, read as bytes);
 - :mod:`.sources`: the one function that picks the source of ``--data`` (:func:`load_splits`);
 - :mod:`.shard_writer`: any source written as shards (``mlp-mixer shard``).
@@ -41,6 +42,7 @@ _HOMES = {
         "VAL_DIR_NAMES FolderDataset FolderScan scan_image_folder split_by_class infer_in_channels unreadable_classes"
     ),
     "shard_reader": "ShardImages",
+    "hf": "HFImages HFStream",
     "sources": "load_splits",
     "shard_writer": "write_shards",
 }

@@ -5,6 +5,7 @@ become PNG; each shard is written atomically and the index last.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Iterable
@@ -14,18 +15,51 @@ from typing import IO, Any
 from torch.utils.data import DataLoader, Dataset
 
 from ..utils.files import atomic_write, write_json
-from .decode import ImageError, decode_image_bytes, read_bytes
+from .decode import ImageError, decode_image_bytes, image_header, read_bytes
 from .loader import worker_init
-from .shards import DEFAULT_SHARD_SIZE, FORMAT, INDEX_NAME, SPLITS, Record, is_shards, read_index
+from .shards import DEFAULT_SHARD_SIZE, FORMAT, IMAGE_EXTS, INDEX_NAME, SPLITS, Record, is_shards, read_index
 from .sources import load_splits
+
+# --shard-size auto: shards of at most AUTO_MAX_BYTES (WebDataset's advice: 100 MB to 1 GB streams well), and at
+# least AUTO_SHARDS of them where each still holds AUTO_MIN_IMAGES, so that up to AUTO_SHARDS readers each start on a
+# shard of their own (more readers, or a smaller dataset: they split shards at the sample level).
+AUTO_MAX_BYTES, AUTO_SHARDS, AUTO_MIN_IMAGES = 256 * 10**6, 64, 64
+
+
+def auto_shard_size(images: int, mean_bytes: float) -> tuple[int, str]:
+    """``--shard-size auto``: the images per shard for ``images`` of ``mean_bytes`` each, and why, in words."""
+    total = images * mean_bytes
+    by_bytes = math.ceil(total / AUTO_MAX_BYTES)
+    shards = max(1, by_bytes, min(AUTO_SHARDS, images // AUTO_MIN_IMAGES))
+    per = max(1, math.ceil(images / shards))
+    shards = math.ceil(images / per) if images else 0
+    each = per * mean_bytes
+    size = (
+        f"{shards} shard(s) of {per} images (~{each / 1e6:.3g} MB each)"
+        if each >= 1e6
+        else (f"{shards} shard(s) of {per} images (~{each / 1e3:.3g} KB each)")
+    )
+    if shards == 1:
+        why = "the data fit in one shard; readers split it at the sample level"
+    elif shards == by_bytes:
+        why = f"at most {AUTO_MAX_BYTES // 10**6} MB a shard"
+    else:
+        why = (
+            f"at least {AUTO_SHARDS} shards of at least {AUTO_MIN_IMAGES} images where the data allow, so that up to "
+            f"{shards} readers each start on a shard of their own"
+        )
+    return per, f"{size}: {why}"
 
 
 def parse_shard_size(text: str | int) -> tuple[int | None, int | None]:
-    """``"1GB"``, ``"256MB"``, ``"500KB"`` -> (None, bytes); ``"1000"`` or 1000 -> (images, None)."""
+    """``"1GB"``, ``"256MB"``, ``"500KB"`` -> (None, bytes); ``"1000"`` or 1000 -> (images, None); ``"auto"`` ->
+    (None, None) (:func:`auto_shard_size` chooses)."""
     value = str(text).strip().upper().replace(" ", "")
+    if value == "AUTO":
+        return None, None
     match = re.fullmatch(r"(\d+(?:\.\d+)?)(KB|MB|GB|TB|B)?", value)
     if not match or float(match[1]) <= 0:
-        raise ValueError(f"--shard-size must be a size like 1GB or 256MB, or a number of images, got {text!r}")
+        raise ValueError(f"--shard-size must be auto, a size like 1GB or 256MB, or a number of images, got {text!r}")
     if match[2] is None:
         if "." in match[1]:
             raise ValueError(f"--shard-size {text}: a number of images must be a whole number")
@@ -119,14 +153,26 @@ class _EncodedImages(Dataset):
 
             png = encode_png(self.dataset.images[index].contiguous())
             return "png", png.numpy().tobytes(), int(self.dataset.labels[index])
-        path, label = self.dataset.samples[index]
         try:
-            payload = read_bytes(path)
+            if hasattr(self.dataset, "encoded"):  # bytes kept with their dataset (Hugging Face)
+                payload, path, label = self.dataset.encoded(index)
+            else:
+                path, label = self.dataset.samples[index]
+                payload = read_bytes(path)
             decode_image_bytes(payload, self.dataset.in_channels, path)
         except ImageError as err:
             return None, str(err)
         ext = Path(path).suffix.lower().lstrip(".")
+        if ext not in IMAGE_EXTS:  # a name without a known extension: the format's
+            ext = image_header(payload, path)[0].lower()
         return ("jpg" if ext == "jpeg" else ext), payload, label
+
+
+def _mean_bytes(encoded: _EncodedImages, samples: int = 32) -> float:
+    """The mean stored size of an image, from up to ``samples`` spread over the dataset (readable ones)."""
+    n = len(encoded)
+    sizes = [len(item[1]) for i in range(0, n, max(1, n // samples)) if (item := encoded[i])[0] is not None]
+    return sum(sizes) / len(sizes) if sizes else 0.0
 
 
 def _as_is(item: Any) -> Any:
@@ -150,10 +196,12 @@ def write_shards(
     original bytes, in-memory images become PNG. Images that do not decode are skipped and counted.
 
     Args:
-        source: a folder or CIFAR folder, as ``--data``; None or ``"embedded"`` for the embedded MNIST digits.
+        source: a folder, CIFAR folder or Hugging Face dataset, as ``--data``; None or ``"embedded"`` for the
+            embedded MNIST digits.
         out: the folder of the shards and their index (created).
         split: ``"train"`` or ``"val"`` alone; None for both. Writing one split keeps the other in the index.
-        shard_size: ``"1GB"``, ``"256MB"``, or a number of images.
+        shard_size: ``"auto"`` (:func:`auto_shard_size`: the index says what it chose and why), ``"1GB"``,
+            ``"256MB"``, or a number of images.
         val_fraction: held out of a folder without ``val/`` (per class, fixed seed: the split training uses).
         in_channels: decode-check files with this many channels; None infers it.
         workers: DataLoader processes reading and checking the files.
@@ -166,20 +214,23 @@ def write_shards(
 
     max_images, max_bytes = parse_shard_size(shard_size)
     data = None if source is None or str(source) == "embedded" else source
-    if data is not None and not Path(data).exists():
+    if data is not None and not str(data).startswith("hf:") and not Path(str(data).split("?")[0]).exists():
         raise FileNotFoundError(f"SRC {data} does not exist (a folder, a CIFAR folder, or 'embedded')")
     if is_shards(data):
         raise ValueError(f"{source} is already shards (it holds or names {INDEX_NAME})")
     if split is not None and split not in SPLITS:
         raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     splits = load_splits(data, val_fraction, in_channels)
+    if splits.train.streamed:
+        raise ValueError(f"{source}: a stream cannot be written as shards here; read it whole (drop streaming=1)")
     written = {}
     for name in [split] if split else list(SPLITS):
         dataset = splits.train if name == "train" else splits.val
         order = list(range(len(dataset)))
         random.Random(f"shard-write-{name}").shuffle(order)
+        encoded = _EncodedImages(dataset)
         loader = DataLoader(
-            _EncodedImages(dataset),
+            encoded,
             batch_size=None,
             sampler=order,
             num_workers=workers,
@@ -198,9 +249,13 @@ def write_shards(
                 ext, payload, label = item
                 yield f"{name}-{position:08d}", ext, payload, label
 
-        entries = write_split(records(), out, name, max_images, max_bytes)
+        per_shard, chosen = max_images, None
+        if max_images is None and max_bytes is None:
+            per_shard, chosen = auto_shard_size(len(order), _mean_bytes(encoded))
+        entries = write_split(records(), out, name, per_shard, max_bytes)
         bar.close()
         written[name] = {
+            **({"shard_size": chosen} if chosen else {}),
             "images": sum(e["images"] for e in entries),
             "skipped": len(skipped),
             "skipped_files": sorted(skipped),

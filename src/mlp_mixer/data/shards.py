@@ -15,9 +15,11 @@ What a reader (one DataLoader worker of one process) reads in epoch ``e``, see :
 
 1. the split's shards in an order drawn from (seed, e) (training; held-out data keeps the index's order);
 2. their images as one sequence, cut into ``world`` contiguous ranges, one per process, each cut into ``workers``
-   contiguous ranges, one per worker: every image is in exactly one reader's range, whatever the counts;
-3. its range, read sequentially (the first shard from the range's start: the images before it are read past, not
-   decoded), through a shuffle buffer seeded by (seed, e, rank, worker) (training).
+   contiguous ranges, one per worker (training: the sequence first rotated to start at an offset drawn from
+   (seed, e)): every image is in exactly one reader's range, whatever the counts, so readers split at the sample
+   level and any number of readers can read any number of shards, one included;
+3. its range, read sequentially (the first shard from the range's start, found from the tar headers: the images
+   before it are not read), through a shuffle buffer seeded by (seed, e, rank, worker) (training).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ INDEX_NAME = "index.json"
 FORMAT = "mlp-mixer webdataset shards"
 IMAGE_EXTS = ("jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff")
 SPLITS = ("train", "val")
-DEFAULT_SHARD_SIZE = "256MB"  # ~2,000 ImageNet JPEGs: enough shards for many readers, large enough to stream
+DEFAULT_SHARD_SIZE = "auto"  # at most 256 MB, and 64 shards where the data allow (shard_writer.auto_shard_size)
 SHUFFLE_BUFFER = 1000  # images (encoded bytes) each reader holds to shuffle within and across its shards
 
 Record = tuple[str, str, bytes, int]  # (key, image extension, the image's bytes, label)
@@ -210,19 +212,6 @@ def open_shards(data: str | Path) -> ShardSet:
     )
 
 
-def check_readers(num_shards: int, world: int, workers: int, what: str = "training") -> None:
-    """Every reader (process × DataLoader worker) streams its own shards: refuse fewer shards than readers, where
-    readers would share shards and read each other's images only to skip them."""
-    readers = world * max(1, workers)
-    if num_shards < readers:
-        raise ValueError(
-            f"{num_shards} {what} shard(s) cannot feed {world} process(es) × {max(1, workers)} worker(s) = {readers} "
-            f"readers: pass --workers {max(1, num_shards // world) if num_shards >= world else 0}, or write "
-            f"at least {readers} shards (mlp-mixer shard SRC OUT --shard-size N images, N <= "
-            "images / readers)"
-        )
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Reading: who reads what
 
@@ -236,6 +225,14 @@ def epoch_order(shards: list[Shard], seed: int, epoch: int, shuffle: bool) -> li
     return order
 
 
+def epoch_offset(total: int, seed: int, epoch: int, shuffle: bool) -> int:
+    """Where the epoch's image sequence starts in its shard order (training: drawn from (seed, epoch); else 0).
+
+    The readers' ranges are cut from the sequence rotated by this offset, so that with fewer shards than readers
+    (one shard read by four readers) a reader's images still change from epoch to epoch."""
+    return random.Random(f"shard-offset-{seed}-{epoch}").randrange(total) if shuffle and total else 0
+
+
 def reader_range(total: int, rank: int, world: int, worker: int, workers: int) -> tuple[int, int]:
     """Positions ``[start, stop)`` of the epoch's image sequence that one reader reads: the process's contiguous
     ``1 / world`` of the sequence, then the worker's contiguous ``1 / workers`` of that. Ranges of all readers
@@ -245,11 +242,12 @@ def reader_range(total: int, rank: int, world: int, worker: int, workers: int) -
     return first + n * worker // workers, first + n * (worker + 1) // workers
 
 
-def reader_pieces(order: list[Shard], start: int, stop: int) -> list[tuple[Shard, int, int]]:
-    """The parts of shards that positions ``[start, stop)`` of the concatenated ``order`` fall in:
-    ``(shard, first image, end image)`` within each shard."""
-    pieces, offset = [], 0
-    for shard in order:
+def reader_pieces(order: list[Shard], start: int, stop: int, rotate: int = 0) -> list[tuple[Shard, int, int]]:
+    """The parts of shards that positions ``[start, stop)`` of the concatenated ``order``, rotated to start at
+    position ``rotate``, fall in: ``(shard, first image, end image)`` within each shard (a range that wraps round
+    the end takes the last shard's tail and then the first shard's head)."""
+    pieces, offset = [], -rotate
+    for shard in order + order:
         lo, hi = max(start, offset), min(stop, offset + shard.images)
         if lo < hi:
             pieces.append((shard, lo - offset, hi - offset))
@@ -257,10 +255,34 @@ def reader_pieces(order: list[Shard], start: int, stop: int) -> list[tuple[Shard
     return pieces
 
 
+def sample_offset(shard: Shard, first: int) -> int:
+    """The byte offset in ``shard`` where sample ``first`` (counted from 0) starts, found from the tar headers
+    alone: each member's data is seeked over, not read, so a reader whose range starts deep inside a shard reads
+    ~1 KB per image before it instead of the images. Samples are grouped by key as ``webdataset`` groups them."""
+    from webdataset.tariterators import base_plus_ext
+
+    count, key = 0, None
+    with tarfile.open(shard.path, "r:") as tar:
+        while (member := tar.next()) is not None:
+            prefix = base_plus_ext(member.name)[0] if member.isreg() else None
+            if prefix is None or (member.name.startswith("__") and member.name.endswith("__")):
+                continue  # what webdataset skips: not a regular file, no extension, tar metadata
+            if prefix != key:
+                if count == first:
+                    return member.offset
+                key, count = prefix, count + 1
+            tar.members.clear()  # headers only: keep none of them
+    raise ShardError(
+        f"shard {shard.path} holds {count} images, its index says {shard.images}: truncated or rewritten; "
+        "write the shards again (mlp-mixer shard)"
+    )
+
+
 def read_shard(shard: Shard, first: int, end: int, num_classes: int) -> Iterator[Record]:
-    """Images ``first .. end - 1`` of ``shard`` (read in order with ``webdataset``; those before ``first`` are read
-    past, not decoded), each checked: one image file, a decimal ``.cls`` label among the classes. Also checks that
-    the shard holds the number of images the index says when read to its end.
+    """Images ``first .. end - 1`` of ``shard``, read in order with ``webdataset`` from where image ``first``
+    starts (:func:`sample_offset`: the images before it are not read), each checked: one image file, a decimal
+    ``.cls`` label among the classes. Also checks that the shard holds the number of images the index says when
+    read to its end.
 
     Raises:
         ShardError: a truncated or unreadable tar, a sample without an image or a label, a label outside the
@@ -268,9 +290,11 @@ def read_shard(shard: Shard, first: int, end: int, num_classes: int) -> Iterator
     """
     from webdataset import tariterators
 
-    position = 0
+    position = first
     try:
         with shard.path.open("rb") as stream:
+            if first:
+                stream.seek(sample_offset(shard, first))
             samples = tariterators.group_by_keys(_members(stream, shard.path))
             for sample in samples:
                 if position >= shard.images:
@@ -278,8 +302,7 @@ def read_shard(shard: Shard, first: int, end: int, num_classes: int) -> Iterator
                         f"shard {shard.path} holds more than the {shard.images} images its index says; write the "
                         "shards again (mlp-mixer shard)"
                     )
-                if position >= first:
-                    yield _record(shard, sample, num_classes)
+                yield _record(shard, sample, num_classes)
                 position += 1
                 if position >= end and end < shard.images:
                     return
@@ -367,9 +390,10 @@ def reader_samples(
 ) -> Iterator[Record]:
     """What one reader (``worker`` of ``workers`` in process ``rank`` of ``world``) reads in ``epoch`` (see the
     module's docstring): a function of these arguments only."""
-    order = epoch_order(shards, seed, epoch, shuffle)
-    start, stop = reader_range(sum(s.images for s in shards), rank, world, worker, workers)
-    records = (r for shard, a, b in reader_pieces(order, start, stop) for r in read_shard(shard, a, b, num_classes))
+    order, total = epoch_order(shards, seed, epoch, shuffle), sum(s.images for s in shards)
+    start, stop = reader_range(total, rank, world, worker, workers)
+    pieces = reader_pieces(order, start, stop, epoch_offset(total, seed, epoch, shuffle))
+    records = (r for shard, a, b in pieces for r in read_shard(shard, a, b, num_classes))
     if shuffle and buffer > 1:
         records = shuffle_buffer(records, buffer, random.Random(f"shard-buffer-{seed}-{epoch}-{rank}-{worker}"))
     yield from records

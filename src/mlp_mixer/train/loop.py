@@ -190,9 +190,11 @@ def run_epoch(run: Run, dataset: torch.utils.data.Dataset, interrupt: signals.In
         count = run.steps_per_epoch - run.batch
     else:
         batches = epoch_batches(len(dataset), config.batch_size, config.seed, run.epoch)[run.batch :]
-        batches = [distributed.shard_batch(b) for b in batches]  # this process's part of each batch
+        parts = [distributed.shard_batch(b) for b in batches]  # this process's part of each batch
         dataset.epoch_seed = mix_seed(config.seed, 4, run.epoch)
-        stream, count = datalib.iterate_batches(dataset, batches, config.workers, run.device), len(batches)
+        # spares: unreadable files never leave a process short of images (or of a step) at any step
+        stream = datalib.iterate_batches(dataset, parts, config.workers, run.device, spares=batches)
+        count = len(batches)
     progress = _progress(count, f"epoch {run.epoch + 1}/{config.epochs}")
     try:
         return train_one_epoch(run, stream, interrupt, progress)
