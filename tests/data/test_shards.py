@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -317,3 +318,88 @@ def test_imagenet_recipes_run_two_steps_on_two_processes(recipe_shards, tmp_path
     assert "resized the model from [8, 8] to [16, 16]" in done.stdout
     metrics = json.loads((finetune / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["step"] == 2 and metrics["val_images"] == 6
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What a shard's members may expand into (issue 25): the per-image byte cap applies to every member, from its header
+
+
+def _gnu_sparse_header(name: str, realsize: int) -> bytes:
+    """A GNU sparse tar header ('S') for a ``realsize``-byte file of which one 512-byte block is stored: tarfile
+    reads it as a member of ``realsize`` bytes, the rest holes that read as zeros."""
+
+    def octal(value: int, width: int) -> bytes:
+        return f"{value:0{width - 1}o}".encode() + b"\0"
+
+    header = bytearray(512)
+    header[0 : len(name)] = name.encode()
+    header[100:108], header[108:116], header[116:124] = octal(0o644, 8), octal(0, 8), octal(0, 8)
+    header[124:136], header[136:148] = octal(512, 12), octal(0, 12)  # the stored size; the real one is below
+    header[156:157], header[257:265] = b"S", b"ustar  \0"
+    header[386:398], header[398:410] = octal(realsize - 512, 12), octal(512, 12)  # one stored block, at the end
+    header[483:495] = octal(realsize, 12)
+    header[148:156] = b" " * 8
+    header[148:156] = f"{sum(header):06o}".encode() + b"\0 "
+    return bytes(header) + b"\0" * 512
+
+
+def _shard_with(path: Path, members: bytes, gzipped: bool = False) -> S.Shard:
+    """A one-sample shard: ``k0.cls`` (label 1) then ``members`` (raw tar blocks), optionally gzip-compressed."""
+    import gzip
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("k0.cls")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"1"))
+    data = buffer.getvalue().rstrip(b"\0")  # drop the end-of-archive blocks, keep whole 512-byte records
+    data = data + b"\0" * (-len(data) % 512) + members + b"\0" * 1024
+    path.write_bytes(gzip.compress(data, 1) if gzipped else data)
+    return S.Shard(path, 1, path.stat().st_size)
+
+
+def test_a_sparse_or_compressed_member_over_the_image_cap_is_refused_from_its_header(tmp_path, monkeypatch):
+    """A 1 KB GNU-sparse member or a gzip-compressed shard expanded to ~1.9 GB: the 256 MB per-image cap was not
+    applied to shard members. Now each member's declared size is checked before a byte of it is read."""
+    import tarfile
+
+    sparse = _shard_with(tmp_path / "sparse.tar", _gnu_sparse_header("k0.png", 300 * 2**20))  # 2 KB on disk
+    assert tarfile.open(sparse.path).getmember("k0.png").size == 300 * 2**20
+    start = time.perf_counter()
+    with pytest.raises(S.ShardError, match=r"sparse.tar: member k0.png declares 314,572,800 bytes, over the limit"):
+        list(S.read_shard(sparse, 0, 1, 3))
+    assert time.perf_counter() - start < 1
+
+    monkeypatch.setattr("mlp_mixer.utils.limits.MAX_FILE_BYTES", 2**20)  # the same cap, smaller
+    tar_member = tarfile.TarInfo("k0.png")
+    tar_member.size = 2 * 2**20
+    zeros = tar_member.tobuf(tarfile.GNU_FORMAT) + bytes(tar_member.size)
+    packed = _shard_with(tmp_path / "packed.tar", zeros, gzipped=True)  # ~2 KB of gzip for 2 MiB
+    assert packed.bytes < 20_000
+    with pytest.raises(
+        S.ShardError, match=r"packed.tar: member k0.png declares 2,097,152 bytes, over the limit of 1 MiB"
+    ):
+        list(S.read_shard(packed, 0, 1, 3))
+    small = tarfile.TarInfo("k0.png")
+    small.size = 1000
+    ok = _shard_with(tmp_path / "ok.tar", small.tobuf(tarfile.GNU_FORMAT) + b"x" * 1000 + b"\0" * 24, gzipped=True)
+    assert [(k, e, len(p), label) for k, e, p, label in S.read_shard(ok, 0, 1, 3)] == [("k0", "png", 1000, 1)]
+
+
+@pytest.mark.parametrize("name", ["../outside.tar", "/ABS/outside.tar", "sub/outside.tar"])
+def test_an_index_names_only_shards_in_its_own_folder(tmp_path, shards, name):
+    data = _copy(shards, tmp_path / "wds")
+    (tmp_path / "sub").mkdir()
+    for where in (tmp_path / "outside.tar", tmp_path / "sub" / "outside.tar", data / "sub" / "outside.tar"):
+        where.parent.mkdir(exist_ok=True)
+        where.write_bytes((data / "train-000000.tar").read_bytes())  # a shard that exists, of the right size
+    name = name.replace("/ABS", str(tmp_path))
+    index = json.loads((data / "index.json").read_text())
+    index["splits"]["train"]["shards"][0]["name"] = name
+    write_json(data / "index.json", index)
+    with pytest.raises(
+        S.ShardError, match=rf"index.json: split 'train' names shard {re.escape(repr(name))}, which is "
+    ):
+        S.open_shards(data)

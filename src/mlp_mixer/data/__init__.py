@@ -16,7 +16,8 @@ floats (and augments them) in one place, on the training device. One job per mod
 
 The names the package had before these modules (``from mlp_mixer.data import load_splits, read_image, ...``)
 still import from here, each loaded from its module on first use: ``import mlp_mixer.data.decode`` loads no
-dataset code. A setting such as ``MAX_FILE_BYTES`` lives, and is patched, in its module (:mod:`.decode`).
+dataset code. A limit such as ``MAX_FILE_BYTES`` lives, and is patched, in its module
+(:mod:`mlp_mixer.utils.limits`), the one budget every reader checks.
 """
 
 from typing import Any
@@ -25,9 +26,9 @@ from ..utils.lazy import lazy_exports
 
 _HOMES = {
     "decode": (
-        "IMAGE_EXTENSIONS MAX_PIXELS MAX_FILE_BYTES ImageError TooLargeError read_bytes image_header read_image "
-        "decode_image_bytes"
+        "IMAGE_EXTENSIONS FORMATS ImageError TooLargeError read_bytes image_header read_image decode_image_bytes"
     ),
+    "..utils.limits": "MAX_PIXELS MAX_FILE_BYTES",
     "transforms": (
         "eval_geometry eval_transform train_geometry sample_seed random_affine random_hflip resize_batch "
         "match_channels to_input"
@@ -46,11 +47,11 @@ _HOMES = {
     "shard_writer": "write_shards",
 }
 _NAMES = {name: module for module, names in _HOMES.items() for name in names.split()}
-_MODULES = (*_HOMES, "shards")
+_MODULES = (*(m for m in _HOMES if not m.startswith(".")), "shards")
 
 __all__ = sorted([*_NAMES, "shard_splits"])
 
-# Not cached here: the module's value is the one value (a test that patches decode.MAX_FILE_BYTES sees it here).
+# Not cached here: the module's value is the one value (a test that patches limits.MAX_FILE_BYTES sees it here).
 _getattr, _dir = lazy_exports(__name__, _NAMES, _MODULES)
 
 

@@ -31,7 +31,9 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from ..utils import limits
 
 INDEX_NAME = "index.json"
 FORMAT = "mlp-mixer webdataset shards"
@@ -92,8 +94,8 @@ def _brace_expand(pattern: str) -> list[str]:
 
 
 def is_shards(data: str | Path | None) -> bool:
-    """Whether ``--data`` names shards: an index JSON, a folder holding ``index.json`` (or tar files: then it lacks
-    its index), a brace pattern of tar files (``train-{000000..000146}.tar``) or one tar file."""
+    """Whether ``--data`` names shards: an index JSON, a folder of shards (:func:`is_shard_folder`), a brace
+    pattern of tar files (``train-{000000..000146}.tar``) or one tar file."""
     if data is None:
         return False
     text = str(data)
@@ -101,8 +103,26 @@ def is_shards(data: str | Path | None) -> bool:
         return True
     path = Path(text)
     if path.is_dir():
-        return (path / INDEX_NAME).is_file() or any(path.glob("*.tar"))
+        return is_shard_folder(path)
     return path.is_file() and path.suffix == ".json"
+
+
+def is_shard_folder(folder: Path) -> bool:
+    """The rule for a folder: shards when it holds ``index.json`` (what ``mlp-mixer shard`` writes), or nothing
+    but ``.tar`` files (shards whose index is missing, which :func:`open_shards` then says). So one stray tar
+    beside class folders, or in a CIFAR folder, changes nothing. An index beside class folders could mean either:
+    a ShardError names both, and the user says which."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    subfolders = sorted(p.name for p in entries if p.is_dir())
+    if (folder / INDEX_NAME).is_file():
+        if subfolders:
+            raise ShardError(
+                f"--data {folder} is ambiguous: it holds {INDEX_NAME} (shards) and the folders "
+                f"{', '.join(subfolders[:5])}{', ...' if len(subfolders) > 5 else ''} (an image folder's classes); "
+                f"pass {folder / INDEX_NAME} for the shards, or move it out for the image folder"
+            )
+        return True
+    return bool(entries) and all(p.is_file() and p.suffix == ".tar" for p in entries)
 
 
 def open_shards(data: str | Path) -> ShardSet:
@@ -139,7 +159,13 @@ def open_shards(data: str | Path) -> ShardSet:
         shards = []
         try:
             for item in entry["shards"]:
-                shard = Shard(folder / item["name"], int(item["images"]), int(item["bytes"]))
+                name = str(item["name"])
+                if name in ("", ".", "..") or Path(name).name != name:  # "../x.tar", "/data/x.tar", "a/x.tar"
+                    raise ShardError(
+                        f"{index_path}: split {split!r} names shard {name!r}, which is not a file beside the index "
+                        "(an index names its shards by file name, in its own folder)"
+                    )
+                shard = Shard(folder / name, int(item["images"]), int(item["bytes"]))
                 shards.append(shard)
                 listed[str(shard.path)] = (split, shard)
             total = int(entry["images"])
@@ -269,9 +295,7 @@ def read_shard(shard: Shard, first: int, end: int, num_classes: int) -> Iterator
         with shard.path.open("rb") as stream:
             if first:
                 stream.seek(sample_offset(shard, first))
-            samples = tariterators.group_by_keys(
-                tariterators.tar_file_expander([{"url": str(shard.path), "stream": stream}])
-            )
+            samples = tariterators.group_by_keys(_members(stream, shard.path))
             for sample in samples:
                 if position >= shard.images:
                     raise ShardError(
@@ -293,6 +317,24 @@ def read_shard(shard: Shard, first: int, end: int, num_classes: int) -> Iterator
             f"shard {shard.path} holds {position} images, its index says {shard.images}: truncated or rewritten; "
             "write the shards again (mlp-mixer shard)"
         )
+
+
+def _members(stream: IO[bytes], path: Path) -> Iterator[dict[str, Any]]:
+    """The files of a tar stream, as ``webdataset``'s ``tar_file_expander`` yields them, each member's size read
+    from its header and checked before its data is: a GNU-sparse member, or one in a gzip-compressed shard, can
+    declare gigabytes in a few bytes, and a shard's member is an image file under the same cap as one on disk
+    (``limits.MAX_FILE_BYTES``). Skipping a member never expands it: only its stored blocks are passed."""
+    with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        for member in tar:
+            if not member.isreg() or re.match(r"__[^/]*__($|/)", member.name):  # what webdataset skips
+                continue
+            if member.size > limits.MAX_FILE_BYTES:
+                raise ShardError(
+                    f"shard {path}: member {member.name} declares {member.size:,} bytes, over the limit of "
+                    f"{limits.MAX_FILE_BYTES / 2**20:g} MiB per image (MLP_MIXER_MAX_FILE_MB)"
+                )
+            yield {"fname": member.name, "data": tar.extractfile(member).read(), "__url__": str(path)}
+            tar.members = []  # keep no headers of what was read
 
 
 def _first_line(err: BaseException) -> str:

@@ -24,6 +24,7 @@ import torch
 from huggingface_hub import ModelHubMixin, PyTorchModelHubMixin
 
 from ..utils.files import write_bytes, write_json
+from ..utils.limits import check_safetensors, check_tensors, check_torch_file
 from .variants import TIMM_NAMES, seed_names
 
 CONFIG_NAME = "config.json"
@@ -100,6 +101,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
+    check_safetensors(path)  # the tensors' count and bytes from the header, before any is read
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as err:
@@ -121,10 +123,12 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """A ``.safetensors`` file, or a ``pytorch_model.bin`` read weights-only (no code runs from it)."""
     if path.suffix == ".safetensors":
         return read_safetensors(path)
+    check_torch_file(path)  # the budget, before torch.load builds anything
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and weights-only errors have many types
         raise ValueError(f"{path} cannot be read as a weights-only state dict: {err}") from err
+    check_tensors(state, path)
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
     return state

@@ -33,6 +33,7 @@ from .. import data as datalib
 from ..analysis.evaluate import EvalResult, evaluate_model, write_report
 from ..model.mixer import count_parameters
 from ..utils.devices import loadavg, machine_info, resolve_device
+from ..utils.progress import progress_bar
 from . import distributed, signals
 from .build import prepare_run
 from .checkpointing import make_checkpoint, resume_config
@@ -395,6 +396,4 @@ def finish(
 def _progress(total: int, desc: str) -> Any:
     if not is_main_process():
         return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None, unit="step")
+    return progress_bar(total, desc, "step")  # a bar on a terminal, a line every few seconds in a log
