@@ -141,3 +141,15 @@ def test_max_size_on_in_memory_images_bounds_their_native_size(tmp_path):
     splits = load_splits(tmp_path / "wds")
     assert splits.native_size == (20, 20) and len(splits.train) == 10
     assert {tuple(b.images.shape[-2:]) for b in batches_of(splits.train, 4, 0, torch.device("cpu"))} == {(20, 20)}
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_shards_are_never_written_into_their_own_source(tmp_path, where):
+    from helpers import make_folder
+
+    make_folder(tmp_path / "src", classes=("a", "b"), n=2)
+    out = tmp_path / "src" if where == "same" else tmp_path / "src" / "shards"
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(ValueError, match="overlap"):
+        W.write_shards(tmp_path / "src", out, progress=False)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

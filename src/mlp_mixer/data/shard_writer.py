@@ -270,6 +270,11 @@ def write_shards(
         raise FileNotFoundError(f"SRC {data} does not exist (a folder, a CIFAR folder, or 'embedded')")
     if is_shards(data):
         raise ValueError(f"{source} is already shards (it holds or names {INDEX_NAME})")
+    if data is not None and not str(data).startswith("hf:"):
+        src, dst = Path(str(data).split("?")[0]).resolve(), Path(out).resolve()
+        if dst == src or src in dst.parents or dst in src.parents:
+            # shards inside the source would be read back as part of it, and the source inside the output mixed in
+            raise ValueError(f"OUT {out} and SRC {data} overlap: write the shards to a folder outside the source")
     if split is not None and split not in SPLITS:
         raise ValueError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     splits = load_splits(data, val_fraction, in_channels)
