@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import stat
 import warnings
 from pathlib import Path
 
 import torch
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms import v2
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -73,7 +70,7 @@ def image_header(data: bytes, name: str = "image") -> tuple[str, int, int]:
 
 
 def read_image(path: str | Path, in_channels: int = 3) -> torch.Tensor:
-    """Decode any file torchvision can read, by content not extension, to uint8 (in_channels, H, W).
+    """Decode an image file, by content not extension, to uint8 (in_channels, H, W).
 
     Palette, CMYK, RGBA, grayscale and 16-bit images are converted (alpha dropped, 16-bit scaled to 8-bit).
     Regular files only, at most :data:`MAX_FILE_BYTES` read and :data:`MAX_PIXELS` decoded.
@@ -82,13 +79,17 @@ def read_image(path: str | Path, in_channels: int = 3) -> torch.Tensor:
 
 
 def _decode_with_pillow(data: bytes, in_channels: int, name: str) -> torch.Tensor:
-    """Pillow's decoders, which raise on damaged data where torchvision's PNG decoder can crash the process."""
+    """Pillow's decoders: they raise on damaged data where torchvision's PNG decoder can crash the process, and
+    importing torchvision costs as much as importing torch. Pillow's libjpeg-turbo gives torchvision's
+    ``decode_image`` pixels bitwise (RGB, and grayscale read as libjpeg's luma through ``draft``)."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img.seek(0)
+            img.seek(0)  # an animated GIF or a multi-page TIFF: the first frame
+            if in_channels == 1 and img.format in ("JPEG", "MPO"):
+                img.draft("L", img.size)  # libjpeg's own grayscale output (its Y), as torchvision's GRAY mode
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale: keep the top 8 bits
                 img = img.point(lambda v: v / 256).convert("L")
             array = torch.from_numpy(np.array(img.convert("L" if in_channels == 1 else "RGB")))
@@ -110,41 +111,14 @@ def decode_image_bytes(
     """
     if not data:
         raise ImageError(f"{name}: empty file")
-    try:
-        found, width, height = image_header(data, name)
-    except TooLargeError:
-        raise
-    except ImageError:
-        found, width, height = None, 0, 0  # no header Pillow knows: torchvision may still read it
+    _, width, height = image_header(data, name)  # ImageError where Pillow knows no such format
     max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
     if width * height > max_pixels:
         raise TooLargeError(
             f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} "
             "(MLP_MIXER_MAX_PIXELS)"
         )
-    if found not in (None, "JPEG") or data.startswith(b"\x89PNG"):
-        # Every format but JPEG through Pillow: torchvision 0.29's PNG decoder crashes the process (SIGSEGV) on a
-        # damaged IDAT chunk, which tests/test_fuzz.py found; Pillow raises instead.
-        image = _decode_with_pillow(data, in_channels, name)
-    else:  # JPEG (the common case, and libjpeg-turbo is fastest) and what Pillow does not know
-        mode = ImageReadMode.GRAY if in_channels == 1 else ImageReadMode.RGB
-        try:
-            image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
-        except (RuntimeError, ValueError) as err:
-            if found is None:
-                reason = str(err).split("\n")[0].split(", Unsupported")[0]
-                # torchvision prefixes its source file ("decode_jpeg, /src/x.cpp:171, "); the reason follows it
-                reason = re.sub(r"^\w+, \S+:\d+(, )?", "", reason)[:200] or "not a format torchvision or Pillow reads"
-                raise ImageError(f"{name}: cannot decode image ({reason})") from err
-            image = _decode_with_pillow(data, in_channels, name)  # e.g. CMYK or progressive oddities
-    if image.ndim == 4:  # an animated GIF: (frames, C, H, W); use the first frame
-        image = image[0]
-    if image.dtype == torch.uint16:  # 16-bit PNG
-        image = (image.to(torch.int32) >> 8).to(torch.uint8)
-    if image.shape[0] in (2, 4):  # drop alpha when a decoder ignored the mode
-        image = image[:-1]
-    if image.shape[0] == 3 and in_channels == 1:  # GIF decoding ignores the mode
-        image = v2.functional.rgb_to_grayscale(image)
+    image = _decode_with_pillow(data, in_channels, name)
     if image.shape[0] == 1 and in_channels != 1:
         image = image.expand(in_channels, -1, -1).contiguous()
     if image.shape[0] != in_channels:

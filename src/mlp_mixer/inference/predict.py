@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from ..data.decode import IMAGE_EXTENSIONS, read_image
-from ..data.transforms import eval_transform
+from ..data.geometry import eval_transform
 from ..utils.devices import resolve_device
 from ..weights.load import load_model
 
