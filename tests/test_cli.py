@@ -88,3 +88,52 @@ def test_help_and_usage_errors_import_no_heavy_package(argv, expected):
     exit_code, loaded = _exit_and_heavy_modules(argv)
     assert exit_code == expected
     assert loaded == []
+
+
+# What a verb must not load unless it uses it: torchvision's package __init__ alone pulls torchvision.models ->
+# ops -> all of torch._dynamo (about as much CPU as torch itself); the others belong to one verb each.
+NOT_NEEDED = ("torchvision", "torch._dynamo", "sympy", "fastapi", "onnx", "onnxruntime", "webdataset", "matplotlib")
+
+
+def _loaded_by(argv: list[str], cwd: Path) -> tuple[int, set[str]]:
+    code = f"""
+import sys
+from mlp_mixer.commands import main
+code = main({argv!r})
+print(code)
+print(' '.join(sorted({{h for h in {NOT_NEEDED!r} for m in sys.modules if m == h or m.startswith(h + '.')}})))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    exit_code, loaded = result.stdout.splitlines()[-2:]
+    return int(exit_code), set(loaded.split())
+
+
+@pytest.mark.parametrize(
+    "argv,allowed",
+    [
+        (["predict", "d.png", "--checkpoint", "ck.pt"], set()),
+        (["predict", "d.jpg", "--checkpoint", "ck.pt"], set()),  # JPEG too: Pillow's libjpeg-turbo
+        (["predict", "d.png", "--checkpoint", "nowhere/best.pt"], set()),
+        (["convert", "ck.pt", "out"], set()),
+        (["resize", "ck.pt", "out.pt", "--image-size", "32"], set()),
+    ],
+    ids=lambda value: " ".join(value) if isinstance(value, list) else None,
+)
+def test_each_verb_loads_only_what_it_uses(tmp_path, model, argv, allowed):
+    """Predicting one image costs about 1.3x ``import torch`` (docs/reliability.md, Start-up), not 2.2x."""
+    from PIL import Image
+
+    from mlp_mixer.weights.checkpoint import save_checkpoint
+
+    save_checkpoint(model, tmp_path / "ck.pt")
+    for name in ("d.png", "d.jpg"):
+        Image.new("RGB", (28, 28), (200, 30, 60)).save(tmp_path / name)
+    exit_code, loaded = _loaded_by(argv, tmp_path)
+    assert exit_code == (2 if "nowhere/best.pt" in argv else 0)
+    assert loaded <= allowed, f"{' '.join(argv)} loaded {sorted(loaded - allowed)}"
+
+
+def test_a_checkpoint_that_names_nothing_is_answered_before_torch_loads():
+    exit_code, loaded = _exit_and_heavy_modules(["predict", "d.png", "--checkpoint", "nowhere/best.pt"])
+    assert exit_code == 2 and loaded == []

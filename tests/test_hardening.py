@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_folder, save_pretrained
+from helpers import make_folder, randomize, save_pretrained
 
 from mlp_mixer import MLPMixer
 from mlp_mixer import data as D
@@ -308,3 +308,159 @@ def test_the_pages_preview_shows_a_sideways_stored_photo_upright_as_the_server_d
     preview = np.array(rgba).reshape(height, width, 4)[..., :3]
     assert np.abs(preview - server).mean() < 3, np.abs(preview - server).mean()
     assert np.abs(preview - np.rot90(server, 2)).mean() > 30  # the check can tell a wrong turn
+
+
+# --- issue 25 item 4: every size and option checked against what it can take, before work starts ------------------
+
+
+def test_a_config_json_saying_depth_ten_million_is_refused_at_once_naming_file_and_field(checkpoint, tmp_path, capsys):
+    bomb = tmp_path / "bomb"
+    bomb.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bomb / name).write_bytes((checkpoint / name).read_bytes())
+    config = json.loads((bomb / "config.json").read_text())
+    (bomb / "config.json").write_text(json.dumps({**config, "depth": 10**7}))
+    started = time.process_time()
+    assert main(["predict", str(tmp_path / "x.png"), "--checkpoint", str(bomb)]) == 2
+    err = capsys.readouterr().err
+    assert time.process_time() - started < 5  # not hours of building blocks (a bound, not a timing figure)
+    assert str(bomb) in err and "depth 10,000,000 is over the limit" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["summary", "--image-size", "100000"], "image_size (activations)"),
+        (["graph", "--depth", "100000"], "depth 100,000 is over the limit"),
+        (["summary", "--dim", "65536", "--channel-dim", "65536", "--depth", "8"], "channel-mixing weights"),
+        (["train", "--image-size", "4096", "--patch-size", "4"], "for training on batches of"),
+        (["train", "--randaugment", "2,100"], "--randaugment magnitude must be an integer in [0, 30], got 100"),
+        (["train", "--affine", "nan,0.1,0.1"], "--affine degrees must be a number in [0, 180], got nan"),
+        (["train", "--affine", "10,0.1,inf"], "--affine scale must be a number"),
+        (["train", "--seed", str(2**70)], "--seed must be between 0 and 2**63 - 1"),
+    ],
+)
+def test_sizes_and_ranges_are_refused_in_one_line_before_any_work(argv, message):
+    """Each of these ended in an allocator traceback, an IndexError mid-run, a NaN at step 0 or an overflow that
+    named no option; now one line, before torch builds or reads anything (no training, no data)."""
+    result = subprocess.run([sys.executable, "-m", "mlp_mixer", *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_the_memory_estimate_holds_the_paper_variants_and_refuses_what_would_not_fit():
+    from mlp_mixer.model.variants import VARIANTS, check_model_size, memory_estimate
+
+    for config in VARIANTS.values():  # every paper variant fits a 16 GiB machine for one image
+        check_model_size(config, memory=16 * 2**30)
+    with torch.device("meta"):
+        b16 = MLPMixer(**VARIANTS["B/16"])
+    weights = sum(v for k, v in memory_estimate(VARIANTS["B/16"]).items() if "weights" in k)
+    assert 0.99 < weights / (4 * sum(p.numel() for p in b16.parameters())) < 1.01  # the estimate counts the weights
+    with pytest.raises(ValueError, match="cfg.json: .*more than this machine's 1.0 GiB; most of it from image_size"):
+        check_model_size({**VARIANTS["B/16"], "image_size": 4096}, "cfg.json", memory=2**30)
+
+
+def test_threads_and_workers_are_held_to_the_cores_with_a_note(monkeypatch):
+    from mlp_mixer.utils.cores import fit_to_cores
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert fit_to_cores(2000, "--threads") == (2, "--threads 2000 is more than this machine's 2 cores; using 2")
+    assert fit_to_cores(2, "--workers") == (2, None) and fit_to_cores(None, "--threads") == (None, None)
+    with pytest.raises(ValueError, match="--threads must be 1 or more, got 0"):
+        fit_to_cores(0, "--threads")
+
+
+def test_a_yaml_giving_one_setting_twice_is_an_error_not_last_wins(tmp_path):
+    for text, message in (("batch-size: 8\nbatch_size: 16\n", "batch-size and batch_size"),
+                          ("epochs: 1\nepochs: 2\n", "epochs given twice")):  # fmt: skip
+        (tmp_path / "c.yaml").write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_config_file(tmp_path / "c.yaml")
+
+
+def test_a_confusion_matrix_over_many_classes_is_not_stored_and_says_so(tmp_path):
+    from mlp_mixer.analysis.evaluate import MAX_CONFUSION_CLASSES, evaluate_model, write_report
+    from mlp_mixer.data.tensors import TensorImages
+    from mlp_mixer.model.pretrained import Preprocessing
+
+    k = MAX_CONFUSION_CLASSES + 1
+    model = randomize(
+        MLPMixer(in_channels=1, dim=8, num_classes=k, patch_size=4, image_size=8, depth=1, token_dim=4, channel_dim=8)
+    ).eval()  # fmt: skip (a zero head ties every class)
+    labels = torch.tensor([0, 5, 5, k - 1])
+    images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+    pre = Preprocessing(image_size=(8, 8), mean=(0.5,), std=(0.5,), crop_pct=1.0)
+    result = evaluate_model(model, TensorImages(images, labels), pre, torch.device("cpu"), batch_size=2)
+    with torch.no_grad():  # the oracle: the model's own top-1 on the same inputs
+        top = model((images.float() / 255 - 0.5) / 0.5).argmax(1)
+    assert result.confusion is None and result.count == 4 and result.top1 == float((top == labels).float().mean())
+    report = write_report(result, [str(i) for i in range(k)], tmp_path)
+    assert report["confusion_matrix"] is None and f"{k} classes" in report["confusion_matrix_omitted"]
+    assert (tmp_path / "eval.json").stat().st_size < 200_000 and not (tmp_path / "confusion_matrix.png").exists()
+    assert report["per_class"]["5"]["images"] == 2
+
+
+# --- issue 25 item 5: nothing of the user's lost -------------------------------------------------------------------
+
+
+def test_overwrite_deletes_only_what_a_run_wrote_and_output_dot_works(folder, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    (work / "eval").mkdir(parents=True)
+    (work / "eval" / "notes.txt").write_text("my notes")
+    (work / "my.yaml").write_text("epochs: 1\n")
+    monkeypatch.chdir(work)
+    argv = ["train", "--config", "my.yaml", "--data", folder, *TRAIN_FLAGS, "--output", "."]
+    assert main([*argv, "--overwrite"]) == 0  # "." has an empty name: this raised before
+    assert main([*argv, "--overwrite"]) == 0  # a run's own files are replaced ...
+    assert (work / "eval" / "notes.txt").read_text() == "my notes" and (work / "my.yaml").is_file()  # ... not these
+    assert main(argv) == 0 and (tmp_path / "work.1" / "best.pt").is_file()  # moved aside beside "."
+    assert (work / "eval" / "notes.txt").is_file() and not (tmp_path / "work.1" / "eval").exists()
+    capsys.readouterr()
+
+
+def test_a_run_refuses_a_folder_whose_run_files_are_the_users(folder, tmp_path, capsys):
+    (tmp_path / "config.yaml").write_text("my own settings\n")
+    for extra in ([], ["--overwrite"]):
+        assert main(["train", "--data", folder, *TRAIN_FLAGS, "--output", str(tmp_path), *extra]) == 2
+        err = capsys.readouterr().err
+        assert "config.yaml, which no run wrote" in err and len(err.splitlines()) == 1
+    assert (tmp_path / "config.yaml").read_text() == "my own settings\n"
+
+
+def test_export_refuses_to_overwrite_its_own_input(tmp_path, tiny_model, capsys):
+    from mlp_mixer.weights.checkpoint import save_checkpoint
+
+    ck = save_checkpoint(tiny_model, tmp_path / "ck.pt")
+    before = ck.read_bytes()
+    for out in (ck, tmp_path / "ck"):  # the checkpoint itself, and a name whose .json ... is not the input: fine
+        code = main(["export", "--checkpoint", str(ck), str(out), "--format", "torchscript", "--no-verify"])
+        assert code == (2 if out == ck else 0)
+    assert "would overwrite the checkpoint it exports" in capsys.readouterr().err and ck.read_bytes() == before
+    assert json.loads((tmp_path / "ck.json").read_text())["sha256"]  # the pair says which model file it describes
+
+
+def test_a_full_disk_is_one_line_naming_the_path_and_loses_nothing(tmp_path, tiny_model, monkeypatch, capsys):
+    import errno
+
+    from mlp_mixer.utils import files
+
+    old = files.write_text(tmp_path / "metrics.json", "previous\n")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full)  # every atomic write ends in fsync: the writer's boundary
+    with pytest.raises(files.WriteError, match=f"cannot write {old}: the disk is full; nothing there was changed"):
+        files.write_text(old, "new\n")
+    assert old.read_text() == "previous\n" and sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+    ck = tmp_path / "ck.pt"
+    monkeypatch.undo()
+    from mlp_mixer.weights.checkpoint import save_checkpoint
+
+    save_checkpoint(tiny_model, ck)
+    monkeypatch.setattr(files.os, "fsync", full)
+    code = main(["resize", str(ck), str(tmp_path / "big.pt"), "--image-size", "32"])
+    err = capsys.readouterr().err
+    assert code == 2 and "the disk is full" in err and str(tmp_path / "big.pt") in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "big.pt").exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

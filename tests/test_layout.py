@@ -187,7 +187,7 @@ def test_help_shows_the_resolved_training_defaults():
 
 # Test modules that exercise the whole package at once (its command line, its docs, hostile inputs, this layout)
 # sit at the top of tests/; every other one is tests/<folder>/test_<module>.py for the module it tests.
-ACROSS_THE_PACKAGE = {"test_cli", "test_docs", "test_fuzz", "test_hardening", "test_layout"}
+ACROSS_THE_PACKAGE = {"test_cli", "test_docs", "test_fuzz", "test_hardening", "test_layout", "test_options_fuzz"}
 
 
 def test_tests_mirror_the_package():

@@ -23,28 +23,37 @@ from ..data.sources import eval_split, load_splits
 from ..data.transforms import eval_geometry, to_input
 from ..model.pretrained import Preprocessing
 from ..utils.devices import default_workers, resolve_device
-from ..utils.files import write_json
+from ..utils.files import record_written, write_json
 from ..weights.checkpoint import load_checkpoint
 from ..weights.load import load_model
 from .plots import plot_confusion
+
+# Above this many classes the K x K confusion matrix is not kept (6,000 classes made a 325 MB eval.json and +3.2 GB;
+# ImageNet-21k's would be ~40 GB): each class's images and hits are, which is what per-class accuracy needs.
+MAX_CONFUSION_CLASSES = 1000
 
 
 @dataclass
 class EvalResult:
     """Counts from which every metric follows (sums, so results of several processes add up)."""
 
-    confusion: torch.Tensor  # (K, K) int64: row = true class, column = predicted class
+    confusion: torch.Tensor | None  # (K, K) int64: row = true class, column = predicted class; None for K > 1000
     loss_sum: float
     top5_correct: int
     skipped: list[str] = field(default_factory=list)
+    class_counts: torch.Tensor | None = None  # (2, K) int64: images and top-1 hits per true class
+
+    def __post_init__(self) -> None:
+        if self.class_counts is None and self.confusion is not None:
+            self.class_counts = torch.stack([self.confusion.sum(1), self.confusion.diag()])
 
     @property
     def count(self) -> int:
-        return int(self.confusion.sum())
+        return int(self.class_counts[0].sum())
 
     @property
     def top1(self) -> float:
-        return float(self.confusion.diag().sum()) / max(1, self.count)
+        return float(self.class_counts[1].sum()) / max(1, self.count)
 
     @property
     def top5(self) -> float:
@@ -56,9 +65,9 @@ class EvalResult:
 
     def per_class(self, classes: Sequence[str]) -> dict[str, dict[str, float | int]]:
         """Accuracy (recall) and image count of every class that has images."""
-        totals = self.confusion.sum(1)
+        totals, hits = self.class_counts.tolist()
         return {
-            name: {"accuracy": float(self.confusion[i, i]) / int(totals[i]), "images": int(totals[i])}
+            name: {"accuracy": hits[i] / totals[i], "images": totals[i]}
             for i, name in enumerate(classes)
             if totals[i] > 0
         }
@@ -86,7 +95,9 @@ def evaluate_model(
     was_training = model.training
     model.eval()
     num_classes = model.num_classes
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+    dense = num_classes <= MAX_CONFUSION_CLASSES
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device) if dense else None
+    counts = torch.zeros(2, num_classes, dtype=torch.long, device=device)  # images, hits per true class
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss, top-5 correct
     mapping = torch.as_tensor(label_map, device=device) if label_map is not None else None
     skipped: list[str] = []
@@ -103,12 +114,16 @@ def evaluate_model(
         sums[0] += F.cross_entropy(logits, labels, reduction="sum").double()
         top = logits.topk(min(5, num_classes), dim=1).indices
         sums[1] += (top == labels[:, None]).any(1).sum()
-        confusion += torch.bincount(labels * num_classes + top[:, 0], minlength=num_classes**2).view(
-            num_classes, num_classes
-        )
+        if dense:
+            confusion += torch.bincount(labels * num_classes + top[:, 0], minlength=num_classes**2).view(
+                num_classes, num_classes
+            )
+        counts[0] += torch.bincount(labels, minlength=num_classes)
+        counts[1] += torch.bincount(labels[top[:, 0] == labels], minlength=num_classes)
     model.train(was_training)
-    confusion, sums = reduce(confusion).cpu(), reduce(sums).cpu()
-    return EvalResult(confusion, float(sums[0]), int(sums[1]), skipped)
+    confusion = reduce(confusion).cpu() if dense else None
+    counts, sums = reduce(counts).cpu(), reduce(sums).cpu()
+    return EvalResult(confusion, float(sums[0]), int(sums[1]), skipped, counts)
 
 
 def write_report(
@@ -126,12 +141,19 @@ def write_report(
         "loss": result.loss,
         "per_class": result.per_class(classes),
         "classes": list(classes),
-        "confusion_matrix": result.confusion.tolist(),
+        "confusion_matrix": result.confusion.tolist() if result.confusion is not None else None,
         "skipped_images": sorted(set(result.skipped)),
     }
+    if result.confusion is None:
+        report["confusion_matrix_omitted"] = (
+            f"{len(classes)} classes: the {len(classes)}x{len(classes)} matrix is kept only up to "
+            f"{MAX_CONFUSION_CLASSES} classes; per_class holds each class's accuracy and images"
+        )
+    record_written(out_dir, "eval.json", *(["confusion_matrix.png"] if result.confusion is not None else []))
     write_json(out_dir / "eval.json", report)
-    title = f"{split} top-1 {100 * result.top1:.2f}% ({result.count} images)"
-    plot_confusion(result.confusion, classes, out_dir / "confusion_matrix.png", title)
+    if result.confusion is not None:
+        title = f"{split} top-1 {100 * result.top1:.2f}% ({result.count} images)"
+        plot_confusion(result.confusion, classes, out_dir / "confusion_matrix.png", title)
     return report
 
 

@@ -206,7 +206,7 @@ def run_figures(run_dir: Path, out_dir: Path) -> list[tuple[str, Path]]:
         if (folder / "confusion_matrix.png").is_file():
             _copy(folder / "confusion_matrix.png", target)
             figures.append((what, target))
-        elif "confusion_matrix" in report:
+        elif report.get("confusion_matrix"):  # None above MAX_CONFUSION_CLASSES: nothing to draw
             confusion = torch.tensor(report["confusion_matrix"])
             classes = report.get("classes") or [str(i) for i in range(len(confusion))]
             plot_confusion(confusion, classes, target, f"{what} ({report.get('images', '?')} images)")

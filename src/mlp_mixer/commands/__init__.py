@@ -12,6 +12,8 @@ import importlib
 import sys
 from typing import Any
 
+from ..utils.files import WriteError  # a full disk: one line naming the path
+
 # verb -> module under mlp_mixer.commands (``eval`` is a Python builtin's name, so its module is ``evaluate``)
 VERBS = {
     "models": "models",
@@ -31,7 +33,7 @@ VERBS = {
 }
 
 # Shown and caught as one line: these are the errors a user can act on (bad option, missing file).
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, WriteError)
 
 
 def _help_lines() -> dict[str, str]:
@@ -73,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        from .common import preflight
+
+        preflight(args)  # no torch yet: a missing checkpoint answers at once
         return int(module.run(args) or 0)
     except USER_ERRORS as err:
         # One line, also when the message quotes a multi-line one (torch's load_state_dict lists every key).

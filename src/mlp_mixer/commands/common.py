@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..model.variants import SEED, VARIANTS, variant_config
+from ..model.variants import SEED, VARIANTS, check_model_size, variant_config
+from ..utils.cores import fit_to_cores
+from ..utils.sources import check_source
 
 MODEL_SIZE_FIELDS = (
     "dim",
@@ -75,7 +77,29 @@ def model_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     for key in (*MODEL_SIZE_FIELDS, "gelu"):
         if getattr(args, key, None) is not None:
             config[key] = getattr(args, key)
+    sizes = [config[k] for k in MODEL_SIZE_FIELDS]
+    if all(isinstance(v, int) and v > 0 for v in sizes) and all(v % config["patch_size"] == 0 for v in _pair(config)):
+        check_model_size(config)  # before torch loads; other bad values are named by the constructor
     return config
+
+
+def _pair(config: dict[str, Any]) -> tuple[int, int]:
+    size = config["image_size"]
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """The checks that need no torch, run before a verb's work (and its imports) starts: a ``--checkpoint`` that
+    names nothing, and ``--threads`` / ``--workers`` held to the machine's cores (with a note on stderr)."""
+    import sys
+
+    if isinstance(getattr(args, "checkpoint", None), str):
+        check_source(args.checkpoint)
+    for name in ("threads", "workers"):
+        value, note = fit_to_cores(getattr(args, name, None), f"--{name}")
+        if note:
+            print(f"mlp-mixer {args.command}: note: {note}", file=sys.stderr)
+            setattr(args, name, value)
 
 
 def parse_size(text: str) -> int | tuple[int, int]:

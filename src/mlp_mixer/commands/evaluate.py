@@ -33,7 +33,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {100 * row['accuracy']:7.2f}%  {row['images']:6d}")
     if report["skipped_images"]:
         print(f"skipped {len(report['skipped_images'])} unreadable image(s), e.g. {report['skipped_images'][0]}")
-    print(f"report: {report['output']}/eval.json, {report['output']}/confusion_matrix.png")
+    figure = f", {report['output']}/confusion_matrix.png" if report["confusion_matrix"] is not None else ""
+    print(f"report: {report['output']}/eval.json{figure}")
+    if "confusion_matrix_omitted" in report:
+        print(f"no confusion matrix: {report['confusion_matrix_omitted']}")
     print(
         f"top-1 {100 * report['top1']:.2f}%  top-5 {100 * report['top5']:.2f}%  loss {report['loss']:.4f}  on "
         f"{report['images']} images ({report['split']})"

@@ -16,8 +16,6 @@ import warnings
 from pathlib import Path
 
 import torch
-from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms import v2
 
 from ..utils import limits
 
@@ -105,7 +103,7 @@ def image_header(data: bytes, name: str = "image", max_pixels: int | None = None
 
 
 def read_image(path: str | Path, in_channels: int = 3) -> torch.Tensor:
-    """Decode any file torchvision can read, by content not extension, to uint8 (in_channels, H, W).
+    """Decode an image file, by content not extension, to uint8 (in_channels, H, W).
 
     Palette, CMYK, RGBA, grayscale and 16-bit images are converted (alpha dropped, 16-bit scaled to 8-bit), and
     turned upright by their EXIF orientation. Regular files only, at most ``limits.MAX_FILE_BYTES`` read and
@@ -115,14 +113,18 @@ def read_image(path: str | Path, in_channels: int = 3) -> torch.Tensor:
 
 
 def _decode_with_pillow(data: bytes, in_channels: int, name: str) -> torch.Tensor:
-    """Pillow's decoders, which raise on damaged data where torchvision's PNG decoder can crash the process."""
+    """Pillow's decoders: they raise on damaged data where torchvision's PNG decoder can crash the process, and
+    importing torchvision costs as much as importing torch. Pillow's libjpeg-turbo gives torchvision's
+    ``decode_image`` pixels bitwise (RGB, and grayscale read as libjpeg's luma through ``draft``)."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:
         with _open(data, name) as img, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img.seek(0)
+            img.seek(0)  # an animated GIF or a multi-page TIFF: the first frame
+            if in_channels == 1 and img.format in ("JPEG", "MPO"):
+                img.draft("L", img.size)  # libjpeg's own grayscale output (its Y), as torchvision's GRAY mode
             img.load()  # Pillow's TIFF reader turns the image upright as it loads (and drops the tag)
             try:
                 orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
@@ -156,33 +158,13 @@ def decode_image_bytes(
     if not data:
         raise ImageError(f"{name}: empty file")
     max_pixels = limits.MAX_PIXELS if max_pixels is None else max_pixels
-    found, width, height = image_header(data, name, max_pixels)
+    _, width, height = image_header(data, name, max_pixels)  # ImageError where Pillow knows no such format
     if width * height > max_pixels:
         raise TooLargeError(
             f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} "
             "(MLP_MIXER_MAX_PIXELS)"
         )
-    image = None
-    if found == "JPEG":  # the common case, and libjpeg-turbo is fastest
-        mode = ImageReadMode.GRAY if in_channels == 1 else ImageReadMode.RGB
-        try:
-            image = decode_image(
-                torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode, apply_exif_orientation=True
-            )
-        except (RuntimeError, ValueError):
-            pass  # e.g. CMYK or progressive oddities: Pillow reads them, or names what is wrong
-    if image is None:
-        # Every other format through Pillow: torchvision 0.29's PNG decoder crashes the process (SIGSEGV) on a
-        # damaged IDAT chunk, which tests/test_fuzz.py found; Pillow raises instead.
-        image = _decode_with_pillow(data, in_channels, name)
-    if image.ndim == 4:  # an animated GIF: (frames, C, H, W); use the first frame
-        image = image[0]
-    if image.dtype == torch.uint16:  # 16-bit PNG
-        image = (image.to(torch.int32) >> 8).to(torch.uint8)
-    if image.shape[0] in (2, 4):  # drop alpha when a decoder ignored the mode
-        image = image[:-1]
-    if image.shape[0] == 3 and in_channels == 1:  # GIF decoding ignores the mode
-        image = v2.functional.rgb_to_grayscale(image)
+    image = _decode_with_pillow(data, in_channels, name)
     if image.shape[0] == 1 and in_channels != 1:
         image = image.expand(in_channels, -1, -1).contiguous()
     if image.shape[0] != in_channels:

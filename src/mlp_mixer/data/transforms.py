@@ -1,7 +1,8 @@
 """Transforms: what turns a uint8 image into the model's input, per sample (in data workers) and per batch.
 
 Per sample, uint8 -> uint8: the evaluation resize and crop that every set of weights carries
-(:func:`eval_geometry`, and :func:`eval_transform` for one image as ``predict`` does), the training crop and
+(:func:`eval_geometry`, and :func:`eval_transform` for one image as ``predict`` does; both live in
+:mod:`.geometry`, in plain torch), the training crop and
 RandAugment (:func:`train_geometry`), seeded per sample (:func:`sample_seed`). Per batch, on the training device:
 :func:`to_input` (channels, scale, resize, normalise) and the batch augmentations (:func:`random_affine`,
 :func:`random_hflip`).
@@ -17,30 +18,8 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from ..model.pretrained import Preprocessing
-
-
-def eval_geometry(preprocessing: Preprocessing) -> v2.Compose:
-    """The resize and center crop of :func:`eval_transform`, on uint8 images (what a data worker does)."""
-    h, w = preprocessing.image_size
-    resize = [round(h / preprocessing.crop_pct), round(w / preprocessing.crop_pct)]
-    interpolation = v2.InterpolationMode(preprocessing.interpolation)
-    return v2.Compose(
-        [
-            v2.Resize(min(resize) if h == w else resize, interpolation=interpolation, antialias=True),
-            v2.CenterCrop((h, w)),
-        ]
-    )
-
-
-def eval_transform(preprocessing: Preprocessing) -> v2.Compose:
-    """Resize the shorter side to image_size / crop_pct, center-crop to image_size, scale, normalize."""
-    return v2.Compose(
-        [
-            *eval_geometry(preprocessing).transforms,
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(preprocessing.mean), std=list(preprocessing.std)),
-        ]
-    )
+from .geometry import eval_geometry as eval_geometry  # in plain torch there, so that predict loads no torchvision
+from .geometry import eval_transform as eval_transform
 
 
 def train_geometry(

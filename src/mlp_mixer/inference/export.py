@@ -12,6 +12,7 @@ TorchScript exporter warns that it will be removed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -116,6 +117,20 @@ def quantize_onnx_int8(source: Path, target: Path) -> None:
         logging.disable(logging.NOTSET)
 
 
+def _refuse_own_input(checkpoint: Path, output: Path) -> None:
+    """``export --checkpoint ck.pt ck.pt`` would replace the training checkpoint with its export: refused."""
+    from ..weights.checkpoint import resolve_checkpoint
+
+    inputs = {checkpoint.resolve()}
+    if checkpoint.exists():
+        inputs |= {resolve_checkpoint(checkpoint).resolve()}
+        if checkpoint.is_dir():
+            inputs |= {p.resolve() for p in checkpoint.iterdir()}
+    for target in (output, metadata_path(output)):
+        if target.resolve() in inputs:
+            raise ValueError(f"output {output} would overwrite the checkpoint it exports ({target}); name another file")
+
+
 def export(
     checkpoint: str | Path | MLPMixer,
     output: str | Path,
@@ -141,8 +156,10 @@ def export(
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     if int8 and format != "onnx":
         raise ValueError(f"--int8 is available for --format onnx, got --format {format}")
-    model = (checkpoint if isinstance(checkpoint, MLPMixer) else load_model(checkpoint)).cpu().eval()
     output = Path(output)
+    if not isinstance(checkpoint, MLPMixer):
+        _refuse_own_input(Path(checkpoint), output)
+    model = (checkpoint if isinstance(checkpoint, MLPMixer) else load_model(checkpoint)).cpu().eval()
     if output.is_dir():
         raise ValueError(f"output {output} is a directory; give a file name such as {output / 'model.onnx'}")
     try:
@@ -179,8 +196,12 @@ def export(
                     f"more than {FP32_TOLERANCE}; not writing {output}"
                 )
             metadata["verified_max_abs_difference"] = difference
+        metadata["sha256"] = hashlib.sha256(staged.read_bytes()).hexdigest()  # which model file this .json describes
         metadata_path(staged).write_text(json.dumps(metadata, indent=2) + "\n")
-        for file in scratch.iterdir():  # the model, its .json and any external ONNX data
+        # The pair as a whole: the old .json goes first and the new one comes last, so a crash in between leaves a
+        # model without a .json (visibly incomplete), never a model beside another model's classes.
+        metadata_path(output).unlink(missing_ok=True)
+        for file in sorted(scratch.iterdir(), key=lambda f: f.name == metadata_path(staged).name):
             os.replace(file, output.parent / file.name)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

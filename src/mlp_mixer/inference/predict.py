@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..data.decode import IMAGE_EXTENSIONS, read_image
-from ..data.transforms import eval_transform
+from ..data.geometry import eval_transform
 from ..utils.devices import resolve_device
 from ..utils.progress import progress_bar
 from ..weights.load import load_model

@@ -23,7 +23,7 @@ from torch.utils.checkpoint import checkpoint
 from . import fast_paths
 from .pretrained import Preprocessing, Pretrained
 from .timm_api import GLOBAL_POOLS, TimmApi, accepts_timm_names, traced
-from .variants import variant_config
+from .variants import check_model_size, variant_config
 
 LAYER_NORM_EPS = 1e-6  # flax nn.LayerNorm default, used by every official checkpoint
 GELU_FORMS = {"tanh": "tanh", "exact": "none"}  # our name -> torch's nn.GELU(approximate=...)
@@ -324,4 +324,5 @@ def _check_arguments(args: dict[str, Any]) -> tuple[int, int]:
     h, w = _pair(image_size, "image_size")
     if h % patch_size or w % patch_size:
         raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}")
+    check_model_size({**args, "image_size": (h, w)})  # before a block is built: depth 10**7 would take hours
     return h, w

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +24,7 @@ from huggingface_hub import ModelHubMixin, PyTorchModelHubMixin
 
 from ..utils.files import write_bytes, write_json
 from ..utils.limits import check_safetensors, check_tensors, check_torch_file
+from ..utils.sources import hub_id as hub_id  # the rule lives there, torch-free, for the command line's check
 from .variants import TIMM_NAMES, seed_names
 
 CONFIG_NAME = "config.json"
@@ -33,10 +33,6 @@ PICKLE_WEIGHTS_NAME = "pytorch_model.bin"  # the mixin's fallback when a repo ha
 ARCHITECTURE = "mlp_mixer"  # config.json's "architecture": our layout, and the timm model name that rebuilds it
 LICENSE = "apache-2.0"  # the model card's: this code's license, and the official Mixer weights'
 OFFICIAL_MEAN_STD = 0.5  # the official models see pixels scaled to [-1, 1]
-# owner/name, optionally behind hf-hub: (timm's prefix)
-HUB_ID = re.compile(r"(?:hf[-_]hub:)?([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)")
-# Endings that make "a/b.pt" a mistyped local path, never a Hub repo
-LOCAL_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".npz", ".safetensors", ".json", ".yaml", ".yml", ".tar", ".onnx")
 
 T = TypeVar("T", bound="ModelHubMixin")  # as the mixin types from_pretrained
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")  # torchvision's
@@ -164,25 +160,6 @@ def adapt_stem(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     if in_channels == 1:
         return weight.sum(dim=1, keepdim=True)
     return weight.repeat(1, math.ceil(in_channels / c), 1, 1)[:, :in_channels] * (c / in_channels)
-
-
-def hub_id(source: str | Path) -> str | None:
-    """The Hub repo a ``--checkpoint`` names, or None when it names a local path (existing or not).
-
-    The rule: ``hf-hub:owner/name`` is always the Hub. A bare ``owner/name`` is the Hub only when nothing local
-    matches it: no such path, no folder named ``owner`` here, and no file ending (``.pt``, ``.npz``, ...) on
-    ``name``. So a mistyped local path such as ``ck/none.pt`` fails at once, offline, naming the path.
-    """
-    text = str(source)
-    match = HUB_ID.fullmatch(text)
-    if match is None:
-        return None
-    if text.startswith(("hf-hub:", "hf_hub:")):
-        return match.group(1)
-    owner, name = text.split("/")
-    if Path(text).exists() or Path(owner).is_dir() or name.lower().endswith(LOCAL_SUFFIXES):
-        return None
-    return match.group(1)
 
 
 def _hub_reachable(timeout: float = 5.0) -> bool:

@@ -92,3 +92,66 @@ def variant_name(config: dict[str, Any]) -> str | None:
     """The paper variant whose architecture ``config`` has (image size, channels and classes aside), or None."""
     keys = ("depth", "patch_size", "dim", "token_dim", "channel_dim")
     return next((n for n, v in VARIANTS.items() if all(v[k] == config.get(k) for k in keys)), None)
+
+
+# What a model of given sizes can be before it is built: a size read from any file or option is checked here first,
+# so a 272-byte config.json saying depth 10**7 is refused at once instead of building blocks for hours.
+MAX_DEPTH = 1024  # 32x H/14's 32 layers; each block costs ~30 KB of Python objects and ~1.5 ms to build
+MODULE_BYTES = 32 * 2**10  # that per-block overhead, in the estimate below
+
+
+def machine_memory() -> int:
+    """Physical memory in bytes (what a model's estimate is held against); 0 where the OS does not say."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def memory_estimate(config: dict[str, Any], batch_size: int = 1, training: bool = False) -> dict[str, int]:
+    """Bytes a Mixer of ``config``'s sizes needs, per part: fp32 weights (x4 when training: gradients and AdamW's
+    two moments), the activations of ``batch_size`` images (the largest tensor of a block, kept per block when
+    training) and the modules' own objects. Each part names the sizes that make it, for the error message."""
+    h, w = (config["image_size"],) * 2 if isinstance(config["image_size"], int) else config["image_size"]
+    depth, dim, patch = config["depth"], config["dim"], config["patch_size"]
+    tokens = (h // patch) * (w // patch)
+    token_weights = depth * 2 * tokens * config["token_dim"]
+    channel_weights = depth * 2 * dim * config["channel_dim"]
+    other_weights = config["in_channels"] * patch * patch * dim + dim * config["num_classes"]
+    per_image = max(tokens * dim, tokens * config["channel_dim"], dim * config["token_dim"])
+    states = 4 if training else 1
+    return {
+        "image_size and patch_size (token-mixing weights)": 4 * states * token_weights,
+        "dim and channel_dim (channel-mixing weights)": 4 * states * channel_weights,
+        "dim, in_channels and num_classes (stem and head weights)": 4 * states * other_weights,
+        "image_size (activations)": 4 * batch_size * per_image * (4 * depth if training else 3),
+        "depth (modules)": MODULE_BYTES * depth,
+    }
+
+
+def check_model_size(
+    config: dict[str, Any],
+    source: str = "",
+    batch_size: int = 1,
+    training: bool = False,
+    memory: int | None = None,
+) -> None:
+    """Raise ValueError when a Mixer of ``config``'s sizes cannot be built and run on this machine: depth over
+    :data:`MAX_DEPTH`, or the :func:`memory_estimate` over the machine's memory (``memory``, default
+    :func:`machine_memory`). The message names ``source``, the size at fault and the numbers."""
+    prefix = f"{source}: " if source else ""
+    if config["depth"] > MAX_DEPTH:
+        raise ValueError(f"{prefix}depth {config['depth']:,} is over the limit of {MAX_DEPTH} layers")
+    parts = memory_estimate(config, batch_size, training)
+    memory = machine_memory() if memory is None else memory
+    if memory and sum(parts.values()) > memory:
+        worst = max(parts, key=parts.__getitem__)
+        sizes = ", ".join(f"{k} {config[k]}" for k in ("dim", "depth", "token_dim", "channel_dim", "patch_size",
+                                                          "image_size", "num_classes") if k in config)  # fmt: skip
+        what = f"training on batches of {batch_size}" if training else "one image"
+        raise ValueError(
+            f"{prefix}a Mixer with {sizes} needs about {sum(parts.values()) / 2**30:,.1f} GiB for {what}, more than "
+            f"this machine's {memory / 2**30:.1f} GiB; most of it from {worst}"
+        )

@@ -297,6 +297,66 @@ def check_config(c: TrainConfig) -> None:
         raise ValueError(f"--threads must be 1 or more, got {c.threads}")
     if c.workers < 0:
         raise ValueError(f"--workers must be 0 or more, got {c.workers}")
+    if c.seed is not None and not 0 <= c.seed < 2**63:  # torch's generators take 64-bit seeds; ours mix 63 bits
+        raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {c.seed}")
+    _check_augmentation(c)
+    _check_model_memory(c)
+
+
+# What each augmentation can take: beyond these, RandAugment indexes past its 31 magnitude bins (IndexError
+# mid-run), a zoom of 1 +- scale reaches 0, and a NaN reaches the first step.
+AFFINE_RANGES = {"degrees": (0.0, 180.0), "translate": (0.0, 1.0), "scale": (0.0, 0.99)}
+RANDAUGMENT_RANGES = {"num_ops": (0, 16), "magnitude": (0, 30)}  # torchvision's num_magnitude_bins is 31
+
+
+def _check_augmentation(c: TrainConfig) -> None:
+    for name, (low, high) in zip(("degrees", "translate", "scale"), AFFINE_RANGES.values(), strict=True):
+        value = (c.affine or [0.0, 0.0, 0.0])[list(AFFINE_RANGES).index(name)]
+        if not (math.isfinite(value) and low <= value <= high):
+            raise ValueError(f"--affine {name} must be a number in [{low:g}, {high:g}], got {value!r}")
+    for name, (low, high) in RANDAUGMENT_RANGES.items():
+        if c.randaugment is not None:
+            value = c.randaugment[list(RANDAUGMENT_RANGES).index(name)]
+            if not low <= value <= high:
+                raise ValueError(f"--randaugment {name} must be an integer in [{low}, {high}], got {value}")
+
+
+def _check_model_memory(c: TrainConfig) -> None:
+    """A model of explicit sizes (a variant, the flags or the data's defaults) that cannot train on this machine is
+    refused before the data is read (the model is checked again when built, with the data's channels and classes)."""
+    from ..model.variants import check_model_size, variant_config
+
+    try:
+        sizes = {**(variant_config(c.model) if c.model else {}), **{k: getattr(c, k) for k in SIZE_FIELDS
+                                                                    if getattr(c, k) is not None}}  # fmt: skip
+    except ValueError as err:
+        raise ValueError(f"--model: {err}") from err
+    if c.init_from is not None or c.resume is not None or not all(k in sizes for k in SIZE_FIELDS):
+        return
+    for key in SIZE_FIELDS:
+        if not isinstance(sizes[key], int) or sizes[key] < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be a positive integer, got {sizes[key]!r}")
+    if sizes["image_size"] % sizes["patch_size"]:
+        raise ValueError(f"image_size {sizes['image_size']} is not divisible by patch_size {sizes['patch_size']}")
+    sizes.update(in_channels=c.in_channels or 3, num_classes=c.num_classes or 0)
+    check_model_size(sizes, "the options", batch_size=max(1, c.batch_size // c.grad_accum), training=True)
+
+
+def _unique_key_loader() -> type:
+    """yaml's SafeLoader, refusing a mapping that repeats a key (it would keep the last one silently)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+            repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
+            if repeated:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{', '.join(repeated)} given twice", node.start_mark
+                )
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -307,13 +367,19 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml.load(path.read_text(), Loader=_unique_key_loader()) or {}
     except yaml.YAMLError as err:
         raise ValueError(f"config file {path} is not valid YAML: {err}") from err
     if not isinstance(loaded, dict):
         raise ValueError(f"config file {path} must hold a mapping of settings, got {type(loaded).__name__}")
     # a run's own config.yaml also records what it resolved from the machine and data: informative, not settings
     values = {str(k).replace("-", "_"): v for k, v in loaded.items() if k != "resolved"}
+    spelled: dict[str, list[str]] = {}
+    for key in loaded:
+        spelled.setdefault(str(key).replace("-", "_"), []).append(str(key))
+    twice = [" and ".join(keys) for keys in spelled.values() if len(keys) > 1]
+    if twice:  # batch-size and batch_size are one setting: which one was meant is not ours to guess
+        raise ValueError(f"config file {path} gives a setting twice: {'; '.join(twice)}")
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise ValueError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")

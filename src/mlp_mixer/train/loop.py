@@ -32,6 +32,7 @@ from torch import nn
 from .. import data as datalib
 from ..analysis.evaluate import EvalResult, evaluate_model, write_report
 from ..model.mixer import count_parameters
+from ..utils.cores import fit_to_cores
 from ..utils.devices import loadavg, machine_info, resolve_device
 from ..utils.progress import progress_bar
 from . import distributed, signals
@@ -257,6 +258,9 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
     """
     config, checkpoint = resume_config(config)
     config = resolve_config(config)
+    threads, thread_note = fit_to_cores(config.threads, "--threads")  # a YAML file's too, not only the flags'
+    workers, worker_note = fit_to_cores(config.workers, "--workers")
+    config = config.replace(threads=threads, workers=workers)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
@@ -265,6 +269,7 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
     splits = open_data(config)
     distributed.check_config(config.batch_size, config.grad_accum, len(splits.train), config.fsdp, config.ema)
     run, notes = prepare_run(config, splits, device, checkpoint)
+    notes = [note for note in (thread_note, worker_note) if note] + notes
     output = Path(run.config.output or default_output(run.config.data))
     files = RunFiles(
         output, fresh=checkpoint is None, purge_step=run.step if checkpoint else None, overwrite=config.overwrite

@@ -2,21 +2,22 @@
 
 ``config.yaml`` (the resolved settings), ``log.csv`` (one row per epoch), TensorBoard events under ``tb/``,
 ``curves.png``, ``best.pt`` / ``last.pt`` and ``metrics.json``; ``mlp-mixer eval`` adds ``eval.json`` and
-``confusion_matrix.png``. Every file is written atomically (:mod:`mlp_mixer.utils.files`).
+``confusion_matrix.png``. Every file is written atomically (:mod:`mlp_mixer.utils.files`), and its name recorded
+in the folder's ``.mlp-mixer-written``: a new run moves aside (or, with ``--overwrite``, deletes) only what a run
+wrote, and refuses a folder where a file it would write is someone else's.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from ..analysis.plots import plot_curves
-from ..utils.files import atomic_save, write_json, write_text
+from ..utils.files import atomic_save, ours, record_written, remove_ours, write_json, write_text, written
 from .config import TrainConfig
 from .distributed import is_main_process
 
@@ -71,13 +72,35 @@ class RunLock:
 
 def clear_run(folder: Path, overwrite: bool = False) -> Path | None:
     """Make ``folder`` ready for a new run: an earlier run's files go to ``<folder>.<n>`` (the first free n), or are
-    deleted with ``overwrite``. Returns where they went (None when there was nothing, or they were deleted)."""
+    deleted with ``overwrite``. Returns where they went (None when there was nothing, or they were deleted).
+
+    Only what a run wrote is touched (the folder's record, :func:`mlp_mixer.utils.files.ours`). A file or folder of
+    a run's names that no run wrote (the user's own ``config.yaml``, an ``eval/`` of notes) stops the run before
+    anything is moved, deleted or written: the run would overwrite it. A folder from before the record existed
+    (checkpoints, no record) is moved aside whole, never deleted.
+
+    Raises:
+        ValueError: naming the files that are not a run's.
+    """
+    folder = folder.resolve()  # "." has no name to put a number after
+    legacy = not written(folder) and any((folder / name).is_file() for name in ("best.pt", "last.pt"))
+    # someone else's eval/ is left where it is: a run writes nothing into it
     present = [folder / name for name in RUN_FILES if (folder / name).exists()]
+    present = [path for path in present if legacy or path.name != "eval" or ours(path)]
     if not present:
         return None
-    if overwrite:
+    foreign = [path.name for path in present if not legacy and not ours(path)]
+    if foreign:
+        them = "it" if len(foreign) == 1 else "them"
+        them = "it" if len(foreign) == 1 else "them"
+        raise ValueError(
+            f"{folder} holds {', '.join(foreign)}, which no run wrote; a run there would overwrite {them}: pass "
+            f"another --output, or move {them}"
+        )
+    if overwrite and not legacy:
         for path in present:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            remove_ours(path)
+        record_written(folder)  # the record stays: the new run adds to it
         return None
     n = 1
     while (aside := folder.with_name(f"{folder.name}.{n}")).exists():
@@ -85,6 +108,7 @@ def clear_run(folder: Path, overwrite: bool = False) -> Path | None:
     aside.mkdir(parents=True)
     for path in present:
         os.replace(path, aside / path.name)
+    record_written(aside, *(path.name for path in present))
     return aside
 
 
@@ -124,6 +148,7 @@ class RunFiles:
             self.moved_to = clear_run(output, overwrite)
         from torch.utils.tensorboard import SummaryWriter
 
+        record_written(output, "tb")
         self.tb = SummaryWriter(str(output / "tb"), purge_step=purge_step)
 
     def config(self, config: TrainConfig, extra: dict[str, Any]) -> None:
@@ -131,7 +156,7 @@ class RunFiles:
             import yaml
 
             text = yaml.safe_dump({**dataclasses.asdict(config), **extra}, sort_keys=False)
-            write_text(self.output / "config.yaml", text)
+            self._write("config.yaml", write_text, text)
 
     def epoch(self, history: list[dict[str, Any]]) -> None:
         if not self.enabled:
@@ -144,24 +169,30 @@ class RunFiles:
         self.tb.flush()
         lines = [",".join(self.CSV_FIELDS)]
         lines += [",".join(_csv_value(r.get(k)) for k in self.CSV_FIELDS) for r in history]
-        write_text(self.output / "log.csv", "\n".join(lines) + "\n")
+        self._write("log.csv", write_text, "\n".join(lines) + "\n")
 
     def curves(self, history: list[dict[str, Any]]) -> None:
         """The PNG of the curves, once at the end (drawing takes seconds; TensorBoard shows them live)."""
         if self.enabled and history:
-            plot_curves(history, self.output / "curves.png")
+            self._write("curves.png", lambda path, h: plot_curves(h, path), history)
 
     def json(self, name: str, data: dict[str, Any]) -> None:
         if self.enabled:
-            write_json(self.output / name, data)
+            self._write(name, write_json, data)
 
     def checkpoint(self, name: str, checkpoint: dict[str, Any]) -> None:
         if self.enabled:
-            atomic_save(checkpoint, self.output / name)
+            self._write(name, lambda path, c: atomic_save(c, path), checkpoint)
 
     def text(self, name: str, text: str) -> None:
         if self.enabled:
-            write_text(self.output / name, text)
+            self._write(name, write_text, text)
+
+    def _write(self, name: str, write: Any, data: Any) -> None:
+        """``write(path, data)`` for ``name`` in the folder, recorded first as a run's (so a run killed mid-write
+        leaves nothing of its own unrecorded)."""
+        record_written(self.output, name)
+        write(self.output / name, data)
 
     def close(self) -> None:
         """Flush TensorBoard and give the folder back; safe to call more than once."""

@@ -15,6 +15,7 @@ import torch
 
 from ..model.mixer import MLPMixer
 from ..model.pretrained import hub_download, hub_id, is_ours, read_config, read_safetensors, read_weights, weights_file
+from ..utils.sources import check_source
 from .checkpoint import check_checkpoint, read_torch_file, resolve_checkpoint
 from .download import download
 from .official import load_official_npz, save_official_npz
@@ -56,12 +57,8 @@ def from_pretrained(
         return from_pretrained(path, image_size=image_size, map_location=map_location, **overrides)
     path = Path(source)
     if not path.exists():
-        repo = hub_id(text)
-        if repo is None:
-            raise FileNotFoundError(
-                f"{source} does not exist (a Hugging Face Hub id is owner/name without a file ending, or hf-hub:...)"
-            )
-        path = hub_download(repo, cache_dir)
+        check_source(text)  # a missing local path: named, at once, offline
+        path = hub_download(hub_id(text), cache_dir)
     path = resolve_checkpoint(path)
     if path.is_dir():
         model = _load_directory(path, image_size)
