@@ -1,12 +1,15 @@
-"""Data throughput: decoded and augmented images per second per DataLoader worker, from loose files and from
-WebDataset shards, against what Mixer-B/16 consumes per second here and on a GPU.
+"""Data throughput, ours against timm's: decoded and augmented images per second per core, from loose files and
+from WebDataset shards, at 1 and 2 DataLoader workers, in one interleaved run; and what Mixer-B/16 consumes.
 
     ./run.sh python benchmarks/data_throughput.py            # writes benchmarks/results/data_throughput.{json,md}
 
 The images are synthetic photographs of ImageNet's typical size and weight (500x375 JPEGs, smooth shapes plus
 grain, ~100 KB at quality 90); the transform is the ImageNet training recipe's (configs/imagenet_b16_scratch.yaml):
 RandomResizedCrop to 224 (area 8-100%) and RandAugment(2, 15), per image in the workers, as training does. Each
-figure is one full pass over the images, worker start-up included, the best of ``--repeats``.
+figure is one full pass over the images, worker start-up included; each is taken ``--rounds`` times, interleaved
+(ours, timm, ours, timm, ...: a change of load on a shared machine hits both), and reported as the median with the
+lowest and highest. An extra row reads shards written with ``mlp-mixer shard --max-size 256`` (images stored with
+the shorter side 256): ours only, since timm reads other files there (its ratio is against timm on the originals).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -35,6 +39,8 @@ from mlp_mixer.utils.files import write_json, write_text
 # huggingface/pytorch-image-models results/benchmark-train-amp-nchw-pt112-cu113-rtx3090.csv
 TIMM_B16_TRAIN = {"gpu": "RTX 3090 (AMP, batch 256)", "images_per_second": 528.02}
 RESULTS = Path(__file__).parent / "results"
+MAX_SIZE_ROW = "shards, --max-size 256"
+TIMM_SOURCE = {MAX_SIZE_ROW: "shards"}  # the row ours on --max-size shards is compared with
 
 
 def photo(generator: torch.Generator, height: int = 375, width: int = 500) -> torch.Tensor:
@@ -58,7 +64,7 @@ def make_images(root: Path, count: int) -> Path:
 
 
 def one_pass(dataset, workers: int, batch: int = 32) -> float:
-    """Images per second of one full pass (every image decoded and transformed in the workers)."""
+    """Images per second of one full pass of our loader (every image decoded and transformed in the workers)."""
     start, count = time.perf_counter(), 0
     if dataset.streamed:
         batches = iterate_stream(dataset, batch, workers, torch.device("cpu"))
@@ -69,6 +75,38 @@ def one_pass(dataset, workers: int, batch: int = 32) -> float:
     for b in batches:
         count += len(b.labels)
     return count / (time.perf_counter() - start)
+
+
+def timm_loader(source: str, root: Path, workers: int, batch: int = 32):
+    """timm's training loader on the same files: ``create_dataset`` (an ImageFolder, or its ``wds/`` reader of the
+    same shards) and ``create_loader`` with the paper's augmentation: RandomResizedCrop(224, scale 0.08-1),
+    RandAugment(2, 15) (``rand-m15-n2``), flips, its prefetcher normalising after the workers as ours does."""
+    from timm.data import create_dataset, create_loader
+
+    if source == "shards":
+        dataset = create_dataset("wds/bench", root=str(root), split="train", is_training=True, batch_size=batch)
+    else:
+        dataset = create_dataset("", root=str(root / "train"), split="train", is_training=True)
+    return create_loader(dataset, input_size=(3, 224, 224), batch_size=batch, is_training=True,
+                         scale=(0.08, 1.0), auto_augment="rand-m15-n2", interpolation="bilinear",
+                         num_workers=workers, device=torch.device("cpu"), persistent_workers=False)  # fmt: skip
+
+
+def timm_pass(source: str, root: Path, workers: int) -> float:
+    """Images per second of one full pass of timm's loader (worker start-up included, as for ours)."""
+    start, count = time.perf_counter(), 0
+    for images, _ in timm_loader(source, root, workers):
+        count += len(images)
+    return count / (time.perf_counter() - start)
+
+
+def timm_info(shards: Path) -> None:
+    """The ``_info.json`` timm's wds reader needs beside the shards (ours are WebDataset shards already)."""
+    found = open_shards(shards)
+    train = found.splits["train"]
+    split = {"name": "train", "num_samples": sum(s.images for s in train),
+             "filenames": [s.path.name for s in train], "shard_lengths": [s.images for s in train]}  # fmt: skip
+    write_json(shards / "_info.json", {"name": "bench", "splits": {"train": split}})
 
 
 def model_rate(steps: int = 3, batch: int = 8) -> float:
@@ -88,65 +126,104 @@ def model_rate(steps: int = 3, batch: int = 8) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=256, help="synthetic JPEGs (default: 256)")
-    parser.add_argument("--repeats", type=int, default=2, help="passes per figure, the best kept (default: 2)")
+    parser.add_argument("--images", type=int, default=320, help="synthetic JPEGs (default: 320)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median, min and max reported)")
+    parser.add_argument("--workers", default="1,2", help="worker counts (default: 1,2)")
     parser.add_argument("--output", default=str(RESULTS / "data_throughput"), help="results path without suffix")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
-    worker_counts = [w for w in (1, 2, 4) if w <= max(2, cores)]
+    worker_counts = [int(w) for w in args.workers.split(",")]
     transform = train_geometry((224, 224), 0.08, (2, 15))
+    rates: dict[tuple[str, str, int], list[float]] = {}
+    loadavg_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_images(Path(tmp) / "folder", args.images)
         mean_kb = sum(p.stat().st_size for p in (folder / "train").rglob("*.jpg")) / args.images / 1e3
-        write_shards(folder, Path(tmp) / "wds", "train", 16, progress=False)  # 16 shards: >= 4 readers
-        files = load_splits(folder).train
-        found = open_shards(Path(tmp) / "wds")
-        shards = ShardImages(found.splits["train"], found.classes, 3, shuffle=True)
-        rows = []
-        for source, dataset in (("loose files", files), ("shards", shards)):
+        write_shards(folder, Path(tmp) / "wds", "train", 16, progress=False)  # 16 shards: whole ones per reader
+        write_shards(folder, Path(tmp) / "wds256", "train", 16, progress=False, max_size=256)
+        timm_info(Path(tmp) / "wds")
+        found, small = open_shards(Path(tmp) / "wds"), open_shards(Path(tmp) / "wds256")
+        ours = {"loose files": load_splits(folder).train,
+                "shards": ShardImages(found.splits["train"], found.classes, 3, shuffle=True),
+                MAX_SIZE_ROW: ShardImages(small.splits["train"], small.classes, 3, shuffle=True)}  # fmt: skip
+        roots = {"loose files": folder, "shards": Path(tmp) / "wds"}
+        for dataset in ours.values():
             dataset.transform = transform
+        for _ in range(args.rounds):  # interleaved: ours, timm, ours, timm ... so load drifts hit both alike
             for workers in worker_counts:
-                rate = max(one_pass(dataset, workers) for _ in range(args.repeats))
-                rows.append({"source": source, "workers": workers, "images_per_second": round(rate, 1),
-                             "per_worker": round(rate / workers, 1)})  # fmt: skip
-                print(f"{source:12s} {workers} worker(s): {rate:7.1f} img/s, {rate / workers:6.1f} per worker")
+                for source in ours:
+                    for who in ("ours", "timm") if source in roots else ("ours",):
+                        rate = one_pass(ours[source], workers) if who == "ours" else timm_pass(source, roots[source],
+                                                                                               workers)  # fmt: skip
+                        rates.setdefault((who, source, workers), []).append(rate)
+                        print(
+                            f"{who} {source:12s} {workers} worker(s): {rate:7.1f} img/s, {rate / workers:6.1f} a core"
+                        )
+    loadavg_after = os.getloadavg()
+    median = {key: statistics.median(values) for key, values in rates.items()}
+    order = {"loose files": 0, "shards": 1, MAX_SIZE_ROW: 2}
+    rows = [
+        {
+            "loader": who,
+            "source": source,
+            "workers": workers,
+            "images_per_second": round(median[(who, source, workers)], 1),
+            "per_core": round(median[(who, source, workers)] / workers, 1),
+            "per_core_min_max": [round(min(values) / workers, 1), round(max(values) / workers, 1)],
+            # --max-size shards: against timm on the original shards (timm has no such files)
+            "vs_timm": round(
+                median[(who, source, workers)] / median[("timm", TIMM_SOURCE.get(source, source), workers)], 2
+            ),
+        }  # fmt: skip
+        for (who, source, workers), values in sorted(
+            rates.items(), key=lambda kv: (order[kv[0][1]], kv[0][2], kv[0][0])
+        )
+    ]
     torch.set_num_threads(cores)
     consumed = model_rate()
     print(f"Mixer-B/16 training on this CPU ({cores} threads): {consumed:.2f} img/s")
-    per_worker = max(r["per_worker"] for r in rows if r["source"] == "shards" and r["workers"] == 1)
+    per_core = max(r["per_core"] for r in rows if r["loader"] == "ours" and r["workers"] == 1 and r["source"] in order
+                   and r["source"] != MAX_SIZE_ROW)  # fmt: skip
     gpu = TIMM_B16_TRAIN["images_per_second"]
-    needed = math.ceil(gpu / per_worker)
+    needed = math.ceil(gpu / per_core)
     result = {
         "machine": machine_info(),
         "images": args.images,
+        "rounds": args.rounds,
+        "loadavg_before": [round(v, 2) for v in loadavg_before],
+        "loadavg_after": [round(v, 2) for v in loadavg_after],
         "mean_jpeg_kb": round(mean_kb, 1),
         "transform": "RandomResizedCrop(224, scale=(0.08, 1)) + RandAugment(2, 15), per image in the workers",
         "rows": rows,
         "b16_cpu_train_images_per_second": round(consumed, 2),
         "timm_b16_gpu_train": TIMM_B16_TRAIN,
-        "workers_per_gpu_needed": needed,
-        "command": "./run.sh python benchmarks/data_throughput.py",
+        "cores_per_gpu_needed": needed,
+        "command": f"./run.sh python benchmarks/data_throughput.py --images {args.images} --rounds {args.rounds}",
     }
     write_json(f"{args.output}.json", result)
     cpu = result["machine"].get("cpu", "this CPU")
     lines = [
-        f"# Data throughput ({cpu}, {cores} cores)",
+        f"# Data throughput: ours against timm ({cpu}, {cores} cores)",
         "",
-        f"{args.images} synthetic 500x375 JPEGs ({mean_kb:.0f} KB each), decoded, RandomResizedCrop(224) and "
-        "RandAugment(2, 15) per image in DataLoader workers; one full pass, worker start-up included. Load average "
-        f"{result['machine'].get('loadavg')} when measured: where it exceeds the cores, other jobs share them and "
-        "more workers cannot add throughput.",
+        f"{args.images} synthetic 500x375 JPEGs ({mean_kb:.0f} KB each), decoded, RandomResizedCrop(224, scale "
+        "0.08-1) and RandAugment(2, 15) per image in DataLoader workers (timm: `create_dataset` + `create_loader`, "
+        "`rand-m15-n2`, its prefetcher), one full pass each, worker start-up included, the median (lowest-highest) "
+        f"of {args.rounds} interleaved rounds. Load average {result['loadavg_before']} before, "
+        f"{result['loadavg_after']} after. The --max-size row is ours on shards of the same images stored at 256 on "
+        "the shorter side, against timm on the original shards.",
         "",
-        "| source | workers | images/s | per worker |",
-        "|---|---|---|---|",
-        *[f"| {r['source']} | {r['workers']} | {r['images_per_second']} | {r['per_worker']} |" for r in rows],
+        "| source | workers | loader | images/s | per core (min-max) | vs timm |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {r['source']} | {r['workers']} | {r['loader']} | {r['images_per_second']} | {r['per_core']} "
+            f"({r['per_core_min_max'][0]}-{r['per_core_min_max'][1]}) | {r['vs_timm']}x |"
+            for r in rows
+        ],  # fmt: skip
         "",
-        f"Mixer-B/16 training (forward, backward, AdamW; batch 8, 224) consumes {consumed:.2f} images/s on this CPU: "
-        "one worker feeds it many times over.",
+        f"Mixer-B/16 training (forward, backward, AdamW; batch 8, 224) consumes {consumed:.2f} images/s on this CPU.",
         "",
         f"On a GPU: timm publishes {gpu} images/s for mixer_b16_224 training ({TIMM_B16_TRAIN['gpu']}). At "
-        f"{per_worker} images/s per worker (shards, this CPU) a B/16 job needs {needed} workers (cores) per GPU "
-        "to keep it busy; an 8-GPU node therefore needs ~{} cores for data alone.".format(8 * needed),
+        f"{per_core} images/s per core (ours, one worker) a B/16 job needs {needed} cores per GPU for data alone.",
         "",
         f"Reproduce: `{result['command']}`",
     ]

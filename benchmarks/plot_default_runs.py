@@ -1,4 +1,4 @@
-"""The default run's held-out curve beside the earlier 40-epoch recipe's (issue #16), from the log.csv each wrote.
+"""The default run's held-out curve beside the earlier recipes' (issues #16 and #26), from the log.csv each wrote.
 
 python benchmarks/plot_default_runs.py   # writes benchmarks/results/default_run/curves_vs_40ep.png
 """
@@ -11,8 +11,9 @@ from mlp_mixer.analysis.plots import read_log, save_figure
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = {  # folder: label
-    "default_run_40ep": "40 epochs, batch 128, lr 5e-3 (before)",
-    "default_run": "20 epochs, batch 64, lr 3e-3, last 3 unaugmented (now)",
+    "default_run_40ep": "40 epochs, batch 128, lr 5e-3, fp32 (issue 8)",
+    "default_run_20ep_fp32": "20 epochs, batch 64, lr 3e-3, fp32, tanh GELU (issue 16)",
+    "default_run": "20 epochs, batch 32, lr 2e-3, bf16, erf GELU (now)",
 }
 
 

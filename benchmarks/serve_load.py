@@ -1,21 +1,29 @@
-"""Load test of ``mlp-mixer serve``: throughput, latency, batch sizes and errors under concurrent clients.
+"""Load test of ``mlp-mixer serve`` side by side with LitServe: throughput, latency, memory, batch sizes, errors.
 
-For each model (the embedded default's small Mixer at 28x28, and S/16 at 224), backend (torch, onnx) and batching
-(on: ``--max-batch-size 32 --max-wait-ms 5``; off: ``--max-batch-size 1``), a server is started in its own process
-on a free loopback port, warmed up, then C concurrent clients (1, 8, 32) send a fixed number of single-image
-requests. Reported per run: throughput, client-side p50/p99 latency, the histogram of forward-pass batch sizes read
-from ``/metrics``, and the error count (non-200 answers and failed requests; it must be 0). Every run is bounded in
-requests and in time. The weights are random (a trained head changes nothing in the timing); results go to
-``benchmarks/results/serve_load.{json,md}`` with the CPU model and the load average.
+For each model (the embedded default's small Mixer at 28x28, and S/16 at 224), every server of the plan is started
+in its own process on a free loopback port and warmed up: ours (``mlp-mixer serve``, for each ``--backends`` and
+``--batching``) and LitServe (a minimal ``LitAPI`` around the same :class:`~mlp_mixer.inference.predict.Predictor`,
+with LitServe's own ``max_batch_size``/``batch_timeout`` batching, one API server, one worker). Then, for C
+concurrent clients (1, 8, 32, 128), the same load generator sends each server the same single-image multipart
+requests, ``--rounds`` times, the servers alternating (ours, LitServe; then LitServe, ours), so both see the same
+machine load. Reported per run: throughput, client-side p50/p99 latency, the peak resident memory of the server's
+processes during the run (VmHWM, reset before each run), the error count (non-200 answers and failed requests; it
+must be 0) and, for ours, the histogram of forward-pass batch sizes read from ``/metrics``. Every run is bounded
+in requests and in time. Batching on: ``--max-batch-size 32 --max-wait-ms 5`` (LitServe: ``max_batch_size=32,
+batch_timeout=0.005``); off: 1. Server intra-op threads: ``--threads`` (1) for both. The weights are random (a
+trained head changes nothing in the timing); results go to ``benchmarks/results/serve_load.{json,md}`` with the
+CPU model and the load average.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/serve_load.py                      # the full plan
-    PYTHONPATH=src .venv/bin/python benchmarks/serve_load.py --models small --requests-small 100   # quick look
+    PYTHONPATH=src .venv/bin/python benchmarks/serve_load.py                      # the full plan, ours vs LitServe
+    PYTHONPATH=src .venv/bin/python benchmarks/serve_load.py --models small --servers ours --backends torch onnx \
+        --batching off on --clients 1 8 32 --rounds 1                             # ours alone: backends, batching
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import io
 import json
 import os
@@ -30,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import litserve as ls
 import numpy as np
 import onnxruntime
 import torch
@@ -54,6 +63,7 @@ MODELS: dict[str, tuple[dict[str, Any], Preprocessing, tuple[int, int], str]] = 
     "S/16": ({}, Preprocessing(image_size=(224, 224)), (320, 240), "RGB"),  # a VGA-sized photo, resized and cropped
 }
 BATCHING = {"on": dict(max_batch_size=32, max_wait_ms=5.0), "off": dict(max_batch_size=1, max_wait_ms=0.0)}
+PATHS = {"ours": "/v1/predict", "litserve": "/predict"}
 
 
 def make_checkpoint(name: str, folder: Path) -> Path:
@@ -83,25 +93,118 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(checkpoint: Path, port: int, backend: str, threads: int, batching: dict, cache: Path):
-    code = (
-        "import sys, json; from mlp_mixer.inference.serve import serve; "
-        "serve(sys.argv[1], log_level='warning', **json.loads(sys.argv[2]))"
-    )
-    options = dict(port=port, backend=backend, threads=threads, device="cpu", onnx_cache=str(cache), **batching)
+class MixerAPI(ls.LitAPI):
+    """LitServe serving a checkpoint the way its docs write an image classifier: ``decode_request`` decodes the
+    upload and applies the checkpoint's transform (as ours does), ``batch`` stacks, ``predict`` runs the same
+    :class:`~mlp_mixer.inference.predict.Predictor`, ``encode_response`` returns the top 5 in our JSON shape."""
+
+    def __init__(self, checkpoint: str, threads: int, **batching: Any) -> None:
+        super().__init__(**batching)
+        self.checkpoint, self.threads = checkpoint, threads
+
+    def setup(self, device: str) -> None:
+        from mlp_mixer.inference.predict import Predictor
+
+        torch.set_num_threads(self.threads)
+        self.predictor = Predictor(self.checkpoint, device="cpu", amp=False)
+
+    def decode_request(self, request: dict) -> torch.Tensor:
+        from mlp_mixer.data.decode import decode_image_bytes
+
+        data = base64.b64decode(request["images"][0], validate=True)  # the request ours takes: {"images": [b64]}
+        return self.predictor.transform(decode_image_bytes(data, self.predictor.model.in_channels))
+
+    def batch(self, inputs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(inputs)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return self.predictor.logits(x if x.dim() == 4 else x[None]).softmax(dim=-1)
+
+    def unbatch(self, output: torch.Tensor) -> list[torch.Tensor]:
+        return list(output)
+
+    def encode_response(self, probabilities: torch.Tensor) -> dict:
+        values, indices = probabilities.reshape(-1).topk(5)
+        classes = self.predictor.classes
+        top = [
+            {"class": classes[i], "index": i, "probability": p}
+            for i, p in zip(indices.tolist(), values.tolist(), strict=True)
+        ]
+        return {"results": [{"name": "image", "predictions": top}]}
+
+
+def run_litserve(checkpoint: str, port: int, threads: int, max_batch_size: int, batch_timeout: float) -> None:
+    """LitServe on ``port``: one API server, one worker, its own batching."""
+    api = MixerAPI(checkpoint, threads, max_batch_size=max_batch_size, batch_timeout=batch_timeout)
+    server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=1, timeout=120)
+    server.run(host="127.0.0.1", port=port, num_api_servers=1, generate_client_file=False, log_level="warning")
+
+
+def start_server(kind: str, checkpoint: Path, port: int, backend: str, threads: int, batching: dict, cache: Path):
+    if kind == "ours":
+        code = (
+            "import sys, json; from mlp_mixer.inference.serve import serve; "
+            "serve(sys.argv[1], log_level='warning', **json.loads(sys.argv[2]))"
+        )
+        options = dict(port=port, backend=backend, threads=threads, device="cpu", onnx_cache=str(cache), **batching)
+        probe = "/readyz"
+    else:
+        code = (
+            f"import sys, json; sys.path.insert(0, {str(Path(__file__).parent)!r}); import serve_load; "
+            "serve_load.run_litserve(sys.argv[1], **json.loads(sys.argv[2]))"
+        )
+        options = dict(port=port, threads=threads, max_batch_size=batching["max_batch_size"],
+                       batch_timeout=batching["max_wait_ms"] / 1000)  # fmt: skip
+        probe = "/health"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen([sys.executable, "-c", code, str(checkpoint), json.dumps(options)], env=env)
     deadline = time.monotonic() + 600  # an S/16 ONNX export on a busy 2-core machine takes a minute or two
     while True:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}{probe}", timeout=2).status_code == 200:
                 return process
         except httpx.TransportError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
-            raise RuntimeError(f"server for {checkpoint} ({backend}) did not start")
+            raise RuntimeError(f"{kind} server for {checkpoint} ({backend}) did not start")
         time.sleep(0.2)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (LitServe runs an API server and a worker beside its main process)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, stack = [], [pid]
+    while stack:
+        tree.append(stack.pop())
+        stack.extend(children.get(tree[-1], []))
+    return tree
+
+
+def reset_peak_memory(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        except OSError:
+            pass
+
+
+def peak_memory_mb(pids: list[int]) -> float:
+    """The sum over the processes of their peak resident memory (VmHWM) since the last reset."""
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+    return round(total / 1024, 1)
 
 
 def batch_histogram(url: str) -> dict[str, float]:
@@ -132,11 +235,17 @@ def histogram_difference(after: dict[str, float], before: dict[str, float]) -> t
     return counts, mean
 
 
-async def load(url: str, image: bytes, filename: str, clients: int, requests: int, time_limit: float) -> dict:
+async def load(
+    url: str, image: bytes, clients: int, requests: int, time_limit: float, path: str = "/v1/predict"
+) -> dict:
     """``clients`` concurrent clients send ``requests`` single-image requests in all; stop at ``time_limit`` s."""
     latencies: list[float] = []
     errors: list[str] = []
     sent = 0
+    # JSON with the image in base64: the one upload both servers take as it is (LitServe hands its worker a
+    # pickled request, which a multipart upload cannot be).
+    body = json.dumps({"images": [base64.b64encode(image).decode()]}).encode()
+    headers = {"content-type": "application/json"}
 
     async def client(http: httpx.AsyncClient) -> None:
         nonlocal sent
@@ -144,7 +253,7 @@ async def load(url: str, image: bytes, filename: str, clients: int, requests: in
             sent += 1
             start = time.perf_counter()
             try:
-                response = await http.post(f"{url}/v1/predict", files={"image": (filename, image)})
+                response = await http.post(f"{url}{path}", content=body, headers=headers)
                 if response.status_code != 200:
                     errors.append(f"{response.status_code} {response.text[:200]}")
                     continue
@@ -154,7 +263,7 @@ async def load(url: str, image: bytes, filename: str, clients: int, requests: in
             latencies.append(time.perf_counter() - start)
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
+    async with httpx.AsyncClient(limits=limits, timeout=120) as http:
         start = time.perf_counter()
         try:
             await asyncio.wait_for(asyncio.gather(*(client(http) for _ in range(clients))), time_limit)
@@ -178,14 +287,16 @@ async def load(url: str, image: bytes, filename: str, clients: int, requests: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--backends", nargs="+", default=["torch", "onnx"], choices=["torch", "onnx"])
-    parser.add_argument("--batching", nargs="+", default=["off", "on"], choices=list(BATCHING))
-    parser.add_argument("--clients", nargs="+", type=int, default=[1, 8, 32])
+    parser.add_argument("--servers", nargs="+", default=["ours", "litserve"], choices=list(PATHS))
+    parser.add_argument("--backends", nargs="+", default=["torch"], choices=["torch", "onnx"], help="ours only")
+    parser.add_argument("--batching", nargs="+", default=["on"], choices=list(BATCHING))
+    parser.add_argument("--clients", nargs="+", type=int, default=[1, 8, 32, 128])
+    parser.add_argument("--rounds", type=int, default=2, help="runs per server and concurrency, interleaved")
     parser.add_argument("--requests-small", type=int, default=400, help="requests per run, small model")
-    parser.add_argument("--requests-s16", type=int, default=160, help="requests per run, S/16")
-    parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per run at most")
+    parser.add_argument("--requests-s16", type=int, default=64, help="requests per run, S/16 (at least 2 x clients)")
+    parser.add_argument("--time-limit", type=float, default=180.0, help="seconds per run at most")
     # One by default: the clients share the CPU, and two busy OpenMP threads on 2 shared cores stall each other.
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the server (default: 1)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the servers (default: 1)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "serve_load"))
     args = parser.parse_args()
 
@@ -195,26 +306,46 @@ def main() -> None:
         scratch = Path(scratch)
         for model_name in args.models:
             checkpoint, image = make_checkpoint(model_name, scratch), make_image(model_name)
-            filename = "photo.jpg" if MODELS[model_name][3] == "RGB" else "digit.png"
-            requests = args.requests_small if model_name == "small" else args.requests_s16
-            for backend in args.backends:
-                for batching in args.batching:
+            base_requests = args.requests_small if model_name == "small" else args.requests_s16
+            plan = [("ours", backend, batching) for backend in args.backends for batching in args.batching]
+            plan += [("litserve", "torch", batching) for batching in args.batching if "litserve" in args.servers]
+            plan = [p for p in plan if p[0] in args.servers]
+            servers = {}
+            try:
+                for kind, backend, batching in plan:  # all up at once: the runs alternate between them
                     port = free_port()
-                    url = f"http://127.0.0.1:{port}"
-                    server = start_server(checkpoint, port, backend, args.threads, BATCHING[batching], scratch / "onnx")
-                    try:
-                        asyncio.run(load(url, image, filename, 8, 16, args.time_limit))  # warm-up
-                        for clients in args.clients:
-                            before = batch_histogram(url)
-                            result = asyncio.run(load(url, image, filename, clients, requests, args.time_limit))
-                            histogram, mean = histogram_difference(batch_histogram(url), before)
-                            row = dict(model=model_name, backend=backend, batching=batching, clients=clients,
-                                       **result, batch_sizes=histogram, mean_batch=round(mean, 2))  # fmt: skip
+                    process = start_server(kind, checkpoint, port, backend, args.threads, BATCHING[batching],
+                                           scratch / "onnx")  # fmt: skip
+                    servers[kind, backend, batching] = (f"http://127.0.0.1:{port}", process)
+                    asyncio.run(load(f"http://127.0.0.1:{port}", image, 8, 16, args.time_limit, PATHS[kind]))
+                for clients in args.clients:
+                    requests = max(base_requests, 2 * clients)
+                    for round_ in range(args.rounds):
+                        order = plan if round_ % 2 == 0 else plan[::-1]
+                        for kind, backend, batching in order:
+                            url, process = servers[kind, backend, batching]
+                            pids = process_tree(process.pid)
+                            reset_peak_memory(pids)
+                            before = batch_histogram(url) if kind == "ours" else {}
+                            result = asyncio.run(load(url, image, clients, requests, args.time_limit,
+                                                      PATHS[kind]))  # fmt: skip
+                            histogram, mean = (histogram_difference(batch_histogram(url), before) if kind == "ours"
+                                               else ({}, None))  # fmt: skip
+                            row = dict(model=model_name, server=kind, backend=backend, batching=batching,
+                                       clients=clients, round=round_, **result, peak_memory_mb=peak_memory_mb(pids),
+                                       batch_sizes=histogram, mean_batch=None if mean is None else round(mean, 2),
+                                       load_average=round(os.getloadavg()[0], 2))  # fmt: skip
                             rows.append(row)
                             print(json.dumps(row), flush=True)
-                    finally:
-                        server.terminate()
-                        server.wait(60)
+            finally:
+                for _, process in servers.values():
+                    for pid in process_tree(process.pid)[1:]:  # LitServe's children: they outlive a terminated parent
+                        try:
+                            os.kill(pid, 15)
+                        except OSError:
+                            pass
+                    process.terminate()
+                    process.wait(60)
     environment = {
         "cpu": cpu_model(),
         "cpus": os.cpu_count(),
@@ -222,6 +353,9 @@ def main() -> None:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,
+        "litserve": _version("litserve"),
+        "fastapi": _version("fastapi"),
+        "uvicorn": _version("uvicorn"),
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "seconds": round(time.time() - started, 1),
@@ -236,27 +370,82 @@ def main() -> None:
     print(f"wrote {output.with_suffix('.json')} and {output.with_suffix('.md')}")
 
 
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """Per model, server configuration and concurrency: the rounds' mean throughput, mean p50, worst p99, total
+    errors and worst peak memory; and ours against LitServe (same batching) where both ran."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["server"], r["backend"], r["batching"], r["clients"]), []).append(r)
+    table = []
+    for (model, server, backend, batching, clients), runs in groups.items():
+        table.append(dict(model=model, server=server, backend=backend, batching=batching, clients=clients,
+                          rounds=len(runs), requests=sum(r["requests"] for r in runs),
+                          errors=sum(r["errors"] for r in runs),
+                          throughput_rps=round(statistics.mean(r["throughput_rps"] for r in runs), 2),
+                          p50_ms=round(statistics.mean(r["p50_ms"] or 0 for r in runs), 1),
+                          p99_ms=round(max(r["p99_ms"] or 0 for r in runs), 1),
+                          peak_memory_mb=max(r["peak_memory_mb"] for r in runs)))  # fmt: skip
+    by_key = {(t["model"], t["server"], t["backend"], t["batching"], t["clients"]): t for t in table}
+    for t in table:
+        peer = by_key.get((t["model"], "litserve", "torch", t["batching"], t["clients"]))
+        if t["server"] == "ours" and peer is not None and peer["throughput_rps"]:
+            t["vs_litserve_throughput"] = round(t["throughput_rps"] / peer["throughput_rps"], 2)
+            t["p99_below_litserve"] = t["p99_ms"] < peer["p99_ms"]
+    return table
+
+
 def markdown(environment: dict, rows: list[dict]) -> str:
     lines = [
-        f"# mlp-mixer serve under load on {environment['cpu']}",
+        f"# mlp-mixer serve under load on {environment['cpu']}, side by side with LitServe",
         "",
         f"{environment['cpus']} CPUs, server threads {environment['server_threads']}, torch {environment['torch']}, "
-        f"onnxruntime {environment['onnxruntime']}, python {environment['python']}; load average "
+        f"onnxruntime {environment['onnxruntime']}, litserve {environment['litserve']}, fastapi "
+        f"{environment['fastapi']}, uvicorn {environment['uvicorn']}, python {environment['python']}; load average "
         f"{environment['load_average_before']} before, {environment['load_average_after']} after; "
-        f"{environment['date']}, {environment['seconds']} s. Batching on: --max-batch-size 32 --max-wait-ms 5; "
-        "off: --max-batch-size 1. Client and server share the machine (loopback).",
+        f"{environment['date']}, {environment['seconds']} s. Batching on: --max-batch-size 32 --max-wait-ms 5 "
+        "(LitServe: max_batch_size=32, batch_timeout=0.005); off: 1. Client and server share the machine "
+        "(loopback); the servers alternate run by run.",
         "",
         f"    {environment['command']}",
         "",
-        "| model | backend | batching | clients | requests | errors | req/s | p50 ms | p99 ms | mean batch | "
-        "batch sizes (passes) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "## Summary (mean req/s and p50 over the rounds, worst p99 and peak memory)",
+        "",
+        "| model | server | backend | batching | clients | requests | errors | req/s | p50 ms | p99 ms | peak MB | "
+        "ours / LitServe req/s | p99 below LitServe's |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for t in summary(rows):
+        ratio = t.get("vs_litserve_throughput", "")
+        below = {True: "yes", False: "no"}.get(t.get("p99_below_litserve"), "")
+        lines.append(
+            f"| {t['model']} | {t['server']} | {t['backend']} | {t['batching']} | {t['clients']} | {t['requests']} | "
+            f"{t['errors']} | {t['throughput_rps']} | {t['p50_ms']} | {t['p99_ms']} | {t['peak_memory_mb']} | "
+            f"{ratio} | {below} |"
+        )
+    lines += [
+        "",
+        "## Every run",
+        "",
+        "| model | server | backend | batching | clients | round | requests | errors | req/s | p50 ms | p99 ms | "
+        "peak MB | load | mean batch | batch sizes (passes) |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         sizes = ", ".join(f"{k}: {v}" for k, v in r["batch_sizes"].items())
         lines.append(
-            f"| {r['model']} | {r['backend']} | {r['batching']} | {r['clients']} | {r['requests']} | {r['errors']} | "
-            f"{r['throughput_rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['mean_batch']} | {sizes} |"
+            f"| {r['model']} | {r['server']} | {r['backend']} | {r['batching']} | {r['clients']} | {r['round']} | "
+            f"{r['requests']} | {r['errors']} | {r['throughput_rps']} | {r['p50_ms']} | {r['p99_ms']} | "
+            f"{r['peak_memory_mb']} | {r['load_average']} | {r['mean_batch'] if r['mean_batch'] is not None else ''} | "
+            f"{sizes} |"
         )
     return "\n".join(lines) + "\n"
 

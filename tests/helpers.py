@@ -4,6 +4,9 @@ test module imports another. ``pytest``'s ``pythonpath`` setting puts this folde
 import faulthandler
 import os
 import pickle
+import threading
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +136,23 @@ def randomize(model: nn.Module, seed: int = 1) -> nn.Module:
         for p in model.parameters():
             p.normal_(0, 0.3)
     return model
+
+
+@contextmanager
+def running_server(app, **options):
+    """``mlp_mixer.inference.serve``'s app on uvicorn in a thread, on a free loopback port; yields its base URL and
+    stops it on exit. ``options`` go to ``make_server``."""
+    from mlp_mixer.inference.serve import make_server
+
+    server = make_server(app, port=0, log_level="warning", **options)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(20)

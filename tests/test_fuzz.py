@@ -311,7 +311,9 @@ def test_fuzz_pretrained_folders(world, tmp_path, capsys):
             (folder / "config.json").write_text(json.dumps(mutated))
         else:
             section = rng.choice(["model_config", "preprocessing", "classes", None])
-            if section in ("model_config", "preprocessing"):
+            if section == "model_config":  # the constructor's arguments, at config.json's top level (the mixin's)
+                mutated[rng.choice(sorted(k for k in TINY if k in mutated))] = mutate_value(None, rng)
+            elif section == "preprocessing":
                 mutated[section][rng.choice(sorted(mutated[section]))] = mutate_value(None, rng)
             elif section == "classes":
                 mutated["classes"] = mutate_value(None, rng)

@@ -122,7 +122,7 @@ def test_devices_pipes_and_oversized_files_are_not_read(tmp_path, monkeypatch):
         D.read_image(fifo)
     big = tmp_path / "big.png"
     big.write_bytes(b"\0" * 4096)
-    monkeypatch.setattr("mlp_mixer.data.decode.MAX_FILE_BYTES", 1024)  # the module that reads it
+    monkeypatch.setattr("mlp_mixer.utils.limits.MAX_FILE_BYTES", 1024)  # the module that reads it
     with pytest.raises(D.TooLargeError, match="big.png: larger than the limit"):
         D.read_image(big)
 
@@ -257,6 +257,57 @@ def test_run_sh_resolves_paths_from_where_the_user_stands(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(tmp_path)
+
+
+# --- issue 25: the page's preview is the browser's decode: upright as the server's --------------------------------
+
+
+@pytest.mark.slow  # a headless Chromium: ~15 s on a busy 2-core machine
+def test_the_pages_preview_shows_a_sideways_stored_photo_upright_as_the_server_decodes_it(tmp_path):
+    """The serve page previews a pick with ``new Image()`` and ``drawImage``, cropped by ``naturalWidth`` /
+    ``naturalHeight`` (app.js). Chromium applies EXIF orientation there (CSS image-orientation: from-image, the
+    default), so the preview and the server (data.decode) see the same upright picture of a phone's portrait."""
+    import base64
+    import importlib.util
+
+    import numpy as np
+    from PIL import Image
+
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists() or importlib.util.find_spec("playwright") is None:
+        pytest.skip("needs /usr/bin/chromium and playwright (tests/inference/test_serve.py says how to get them)")
+    from playwright.sync_api import sync_playwright
+
+    app = (ROOT / "src/mlp_mixer/inference/static/serve/app.js").read_text()
+    assert "new Image()" in app and "naturalWidth" in app and "createImageBitmap" not in app  # what is checked here
+    y, x = np.mgrid[0:16, 0:24]
+    stored = np.stack([x * 10, y * 15, 255 - x * 10], axis=-1).astype(np.uint8)  # smooth: JPEG keeps it close
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo = tmp_path / "portrait.jpg"
+    Image.fromarray(stored).save(photo, quality=95, exif=exif)
+    server = D.decode_image_bytes(photo.read_bytes()).permute(1, 2, 0).numpy().astype(int)  # (24, 16, 3) upright
+    script = """async (src) => {
+        const image = new Image(); image.src = src; await image.decode();
+        const canvas = document.createElement("canvas");
+        [canvas.width, canvas.height] = [image.naturalWidth, image.naturalHeight];
+        const ctx = canvas.getContext("2d"); ctx.drawImage(image, 0, 0);
+        const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+        return [image.naturalWidth, image.naturalHeight, Array.from(pixels)];
+    }"""
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), headless=True, args=args, timeout=30_000)
+        try:
+            page = browser.new_page()
+            src = "data:image/jpeg;base64," + base64.b64encode(photo.read_bytes()).decode()
+            width, height, rgba = page.evaluate(script, src)
+        finally:
+            browser.close()
+    assert (width, height) == (16, 24)  # the portrait, not the sensor's landscape
+    preview = np.array(rgba).reshape(height, width, 4)[..., :3]
+    assert np.abs(preview - server).mean() < 3, np.abs(preview - server).mean()
+    assert np.abs(preview - np.rot90(server, 2)).mean() > 30  # the check can tell a wrong turn
 
 
 # --- issue 25 item 4: every size and option checked against what it can take, before work starts ------------------

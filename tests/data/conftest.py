@@ -1,6 +1,8 @@
 """Fixtures of the data/ tests: a folder of odd image files, and small ImageFolders with their shards."""
 
 import io
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,11 @@ from PIL import Image
 from torchvision.io import encode_jpeg, encode_png
 
 from mlp_mixer.commands import main as cli
+
+# tests/data/test_hf.py: the datasets library's cache (Arrow files of the Parquet it reads) in a temporary folder,
+# and no network; set before the library is first imported (it reads them then).
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="hf-datasets-"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +86,14 @@ def shards(shard_source, tmp_path_factory) -> Path:
     """50 training images in 9 shards of <= 6 (the last holds 2), 13 held out in 3."""
     out = tmp_path_factory.mktemp("shards") / "wds"
     assert cli(["shard", str(shard_source), str(out), "--shard-size", "6", "--workers", "0", "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_shard(shard_source, tmp_path_factory) -> Path:
+    """The same 50 training images in one shard (``--shard-size auto`` chooses one for so few), 13 held out."""
+    out = tmp_path_factory.mktemp("one") / "wds"
+    assert cli(["shard", str(shard_source), str(out), "--workers", "0", "--no-progress"]) == 0
     return out
 
 

@@ -28,7 +28,7 @@ def main() -> None:
     distributed.init_from_env()
     cpu = torch.device("cpu")
     config = TrainConfig(data=data, seed=3, batch_size=batch, workers=workers, val_fraction=0.1, in_channels=None)
-    splits = open_data(config)  # also refuses fewer shards than processes x workers
+    splits = open_data(config)
     splits.train.transform = train_geometry((8, 8), 0.5, (1, 5))  # decoded and augmented in the workers
     splits.val.transform = train_geometry((8, 8), 1.0, None)
     steps = len(splits.train) // batch  # what prepare_run gives every process

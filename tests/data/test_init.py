@@ -6,6 +6,7 @@ import sys
 
 import mlp_mixer.data as D
 from mlp_mixer.data import decode, shard_reader, sources, tensors
+from mlp_mixer.utils import limits
 
 
 def test_old_names_are_the_modules_objects():
@@ -19,7 +20,7 @@ def test_old_names_are_the_modules_objects():
 
 
 def test_a_knob_is_read_from_its_module(monkeypatch):
-    monkeypatch.setattr(decode, "MAX_FILE_BYTES", 1024)
+    monkeypatch.setattr(limits, "MAX_FILE_BYTES", 1024)
     assert D.MAX_FILE_BYTES == 1024  # the package shows the module's value, never a copy of it
 
 

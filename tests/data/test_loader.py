@@ -1,8 +1,31 @@
 """data.loader: batches of decodable samples, the others listed."""
 
-from mlp_mixer.data.loader import collate
+import torch
+
+from mlp_mixer.data.loader import collate, fill
 
 
 def test_collate_of_only_bad_files_is_an_empty_batch():
     batch = collate([(None, "a: bad"), (None, "b: bad")])
     assert len(batch.labels) == 0 and batch.skipped == ["a: bad", "b: bad"]
+
+
+class _Files(torch.utils.data.Dataset):
+    """Index i is image i (every pixel = i), except the unreadable indices."""
+
+    def __init__(self, unreadable):
+        self.unreadable = set(unreadable)
+
+    def __getitem__(self, i):
+        return (None, f"{i}: bad") if i in self.unreadable else (torch.full((1, 2, 2), i, dtype=torch.uint8), i)
+
+
+def test_fill_keeps_every_batch_full_from_its_own_indices():
+    data = _Files(unreadable={1, 4, 5, 6, 7})
+    short = collate([data[i] for i in (0, 1, 2, 3)])  # one unreadable: its own first image again
+    assert fill(short, 4, data, [0, 1, 2, 3]).labels.tolist() == [0, 2, 3, 0]
+    empty = collate([data[i] for i in (4, 5, 6, 7)])  # none readable: the global batch's first readable one
+    filled = fill(empty, 4, data, [4, 5, 6, 7, 0, 1, 2, 3][::-1])
+    assert filled.labels.tolist() == [3] * 4 and filled.images[:, 0, 0, 0].tolist() == [3] * 4
+    assert filled.skipped == ["4: bad", "5: bad", "6: bad", "7: bad"]  # still counted as skipped
+    assert len(fill(empty, 4, data, [4, 5]).labels) == 0  # nothing readable anywhere: left empty

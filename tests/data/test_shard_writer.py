@@ -25,6 +25,20 @@ def test_shard_size_is_bytes_or_images():
             W.parse_shard_size(bad)
 
 
+def test_auto_shard_size_suits_the_dataset(one_shard, capsys):
+    # (images, mean bytes) -> shards: one for little data, 64 where each holds 64+, at most 256 MB each
+    assert W.auto_shard_size(60, 20e3)[0] == 60
+    assert W.auto_shard_size(6000, 100e3)[0] == 94  # 64 shards (~9 MB): up to 64 readers on shards of their own
+    per, why = W.auto_shard_size(1_281_167, 110e3)  # ImageNet: ~550 shards of 256 MB
+    assert per == 2326 and "at most 256 MB a shard" in why and why.startswith("551 shard(s)")
+    assert W.parse_shard_size("auto") == (None, None)
+    index = json.loads((one_shard / "index.json").read_text())
+    assert [s["images"] for s in index["splits"]["train"]["shards"]] == [50]
+    assert index["splits"]["train"]["shard_size"].startswith("1 shard(s) of 51 images (~36")  # the broken file too
+    assert cli(["shard", str(one_shard.parent / "x"), str(one_shard.parent / "y")]) == 2  # (SRC missing)
+    capsys.readouterr()
+
+
 def test_shards_hold_the_original_bytes_and_the_index_counts_them(shard_source, shards):
     index = json.loads((shards / "index.json").read_text())
     assert index["classes"] == ["c0", "c1", "c2"] and index["kind"] == "folder"
@@ -79,3 +93,51 @@ def test_a_killed_writer_leaves_whole_shards_and_no_index(tmp_path):
         assert len(tar.getnames()) == 12  # 6 images and their labels
     with pytest.raises(FileNotFoundError, match="no shard index"):
         load_splits(tmp_path)
+
+
+def test_max_size_stores_images_resized_and_the_index_says_so(tmp_path):
+    from PIL import Image
+    from torchvision.io import encode_jpeg, encode_png
+
+    g = torch.Generator().manual_seed(0)
+    sizes = {"c0": [(40, 30), (30, 90)], "c1": [(12, 20), (64, 64)]}  # (H, W); 12x20 is under the cap: kept as is
+    for c, shapes in sizes.items():
+        for split in ("train", "val"):
+            (tmp_path / "src" / split / c).mkdir(parents=True)
+            for i, (h, w) in enumerate(shapes):
+                image = torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+                data = encode_jpeg(image) if i == 0 else encode_png(image)
+                (tmp_path / "src" / split / c / f"{i}.{'jpg' if i == 0 else 'png'}").write_bytes(data.numpy().tobytes())
+    small = (tmp_path / "src" / "train" / "c1" / "0.jpg").read_bytes()
+    out = tmp_path / "wds"
+    assert cli(["shard", str(tmp_path / "src"), str(out), "--max-size", "16", "--workers", "0", "--no-progress"]) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert index["max_size"] == {"shorter_side": 16, "resample": "lanczos", "jpeg_quality": W.MAX_SIZE_QUALITY}
+    assert index["classes"] == ["c0", "c1"] and index["splits"]["train"]["images"] == 4
+    splits = load_splits(out)
+    assert (len(splits.train), len(splits.val)) == (4, 4)
+    got = Counter()
+    for dataset in (splits.train, splits.val):
+        for batch in batches_of(dataset, 1, 0, torch.device("cpu")):
+            got[(tuple(batch.images.shape[-2:]), int(batch.labels[0]))] += 1
+    # the shorter side 16 (aspect kept, rounded), never upscaled: 40x30 -> 21x16, 30x90 -> 16x48, 64x64 -> 16x16
+    assert got == Counter({((21, 16), 0): 2, ((16, 48), 0): 2, ((12, 20), 1): 2, ((16, 16), 1): 2})
+    with tarfile.open(out / index["splits"]["train"]["shards"][0]["name"]) as tar:
+        payloads = [tar.extractfile(m).read() for m in tar.getmembers() if not m.name.endswith(".cls")]
+    assert small in payloads  # an image under the cap keeps its original bytes
+    import io
+
+    assert sorted(Image.open(io.BytesIO(p)).format for p in payloads) == ["JPEG"] * 4  # resized ones re-encoded
+    assert W.shrink(small, 16, 3) is None and W.bounded_size(30, 90, 16) == (16, 48)
+    with pytest.raises(ValueError, match="--max-size"):
+        W.write_shards(tmp_path / "src", tmp_path / "x", max_size=0, progress=False)
+
+
+def test_max_size_on_in_memory_images_bounds_their_native_size(tmp_path):
+    from helpers import make_cifar
+
+    cifar = make_cifar(tmp_path / "cifar", per_batch=2, test=2)
+    assert cli(["shard", str(cifar), str(tmp_path / "wds"), "--max-size", "20", "--workers", "0", "--no-progress"]) == 0
+    splits = load_splits(tmp_path / "wds")
+    assert splits.native_size == (20, 20) and len(splits.train) == 10
+    assert {tuple(b.images.shape[-2:]) for b in batches_of(splits.train, 4, 0, torch.device("cpu"))} == {(20, 20)}

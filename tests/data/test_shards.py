@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,53 @@ def test_order_and_shuffle_come_from_seed_and_epoch(shards):
     assert sorted(k for part in read(0, 1) for k in part) == sorted(all_keys(found, "train"))
 
 
+def test_a_reader_starts_inside_a_shard_from_its_tar_headers(shards):
+    """Reading from image ``a`` seeks to it (sample_offset, headers only) and gives what a full read gives there."""
+    found = S.open_shards(shards)
+    shard = found.splits["train"][0]
+    full = list(S.read_shard(shard, 0, shard.images, 3))
+    for a in range(shard.images):
+        assert list(S.read_shard(shard, a, shard.images, 3)) == full[a:]
+        assert list(S.read_shard(shard, a, a + 1, 3)) == full[a : a + 1]
+    assert S.sample_offset(shard, 1) > 1024  # past the first image's two members
+
+
+@pytest.mark.parametrize("world, workers", [(1, 4), (2, 2), (3, 3)])
+def test_one_shard_feeds_any_number_of_readers(one_shard, world, workers):
+    """Fewer shards than readers: they split the one shard at the sample level, every image once an epoch, and
+    the epoch's rotation moves which images a reader gets."""
+    found = S.open_shards(one_shard)
+    train = found.splits["train"]
+    assert len(train) == 1
+
+    def read(epoch):
+        return [
+            [
+                r[0]
+                for r in S.reader_samples(
+                    train,
+                    3,
+                    seed=0,
+                    epoch=epoch,
+                    shuffle=True,
+                    rank=r,
+                    world=world,
+                    worker=w,
+                    workers=workers,
+                    buffer=4,
+                )
+            ]  # fmt: skip
+            for r in range(world)
+            for w in range(workers)
+        ]
+
+    first, second = read(0), read(1)
+    for parts in (first, second):
+        assert sorted(k for part in parts for k in part) == sorted(all_keys(found, "train"))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 2  # balanced: shares differ by one per level
+    assert [set(p) for p in first] != [set(p) for p in second]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Bad input: one line that names the file, nothing trained
 
@@ -137,7 +185,6 @@ def _break(kind: str, data: Path) -> Path:
         ("count", 1, "train-000000.tar holds 6 images, its index says 7"),
         ("no-label", 1, "train-000000.tar: sample k\\d has no label \\(.cls\\)"),
         ("label", 0, "train-000000.tar: sample k4 has label 7, outside the 3 classes"),
-        ("readers", 10, "9 training shard\\(s\\) cannot feed 1 process\\(es\\) × 10 worker\\(s\\) = 10 readers: pass"),
     ],
 )
 def test_bad_shards_fail_with_one_line(tmp_path, shards, capsys, kind, workers, message):
@@ -207,7 +254,10 @@ def check_probe(result_file: Path, shards: Path, world: int, batch: int) -> None
     assert sorted(k for r in ranks for k in r["val"]) == sorted(val_keys)  # held-out: every image exactly once
 
 
-def test_two_processes_read_every_image_once_with_equal_steps(shards, tmp_path):
+@pytest.mark.parametrize("which", ["shards", "one_shard"])
+def test_two_processes_read_every_image_once_with_equal_steps(which, request, tmp_path):
+    """9 shards, and 1 shard for the 4 readers (2 processes × 2 workers): the same guarantees."""
+    shards = request.getfixturevalue(which)
     out = tmp_path / "probe.json"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     command += [str(PROBE), str(shards), str(out), "2", "8"]
@@ -268,3 +318,88 @@ def test_imagenet_recipes_run_two_steps_on_two_processes(recipe_shards, tmp_path
     assert "resized the model from [8, 8] to [16, 16]" in done.stdout
     metrics = json.loads((finetune / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["step"] == 2 and metrics["val_images"] == 6
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What a shard's members may expand into (issue 25): the per-image byte cap applies to every member, from its header
+
+
+def _gnu_sparse_header(name: str, realsize: int) -> bytes:
+    """A GNU sparse tar header ('S') for a ``realsize``-byte file of which one 512-byte block is stored: tarfile
+    reads it as a member of ``realsize`` bytes, the rest holes that read as zeros."""
+
+    def octal(value: int, width: int) -> bytes:
+        return f"{value:0{width - 1}o}".encode() + b"\0"
+
+    header = bytearray(512)
+    header[0 : len(name)] = name.encode()
+    header[100:108], header[108:116], header[116:124] = octal(0o644, 8), octal(0, 8), octal(0, 8)
+    header[124:136], header[136:148] = octal(512, 12), octal(0, 12)  # the stored size; the real one is below
+    header[156:157], header[257:265] = b"S", b"ustar  \0"
+    header[386:398], header[398:410] = octal(realsize - 512, 12), octal(512, 12)  # one stored block, at the end
+    header[483:495] = octal(realsize, 12)
+    header[148:156] = b" " * 8
+    header[148:156] = f"{sum(header):06o}".encode() + b"\0 "
+    return bytes(header) + b"\0" * 512
+
+
+def _shard_with(path: Path, members: bytes, gzipped: bool = False) -> S.Shard:
+    """A one-sample shard: ``k0.cls`` (label 1) then ``members`` (raw tar blocks), optionally gzip-compressed."""
+    import gzip
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("k0.cls")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"1"))
+    data = buffer.getvalue().rstrip(b"\0")  # drop the end-of-archive blocks, keep whole 512-byte records
+    data = data + b"\0" * (-len(data) % 512) + members + b"\0" * 1024
+    path.write_bytes(gzip.compress(data, 1) if gzipped else data)
+    return S.Shard(path, 1, path.stat().st_size)
+
+
+def test_a_sparse_or_compressed_member_over_the_image_cap_is_refused_from_its_header(tmp_path, monkeypatch):
+    """A 1 KB GNU-sparse member or a gzip-compressed shard expanded to ~1.9 GB: the 256 MB per-image cap was not
+    applied to shard members. Now each member's declared size is checked before a byte of it is read."""
+    import tarfile
+
+    sparse = _shard_with(tmp_path / "sparse.tar", _gnu_sparse_header("k0.png", 300 * 2**20))  # 2 KB on disk
+    assert tarfile.open(sparse.path).getmember("k0.png").size == 300 * 2**20
+    start = time.perf_counter()
+    with pytest.raises(S.ShardError, match=r"sparse.tar: member k0.png declares 314,572,800 bytes, over the limit"):
+        list(S.read_shard(sparse, 0, 1, 3))
+    assert time.perf_counter() - start < 1
+
+    monkeypatch.setattr("mlp_mixer.utils.limits.MAX_FILE_BYTES", 2**20)  # the same cap, smaller
+    tar_member = tarfile.TarInfo("k0.png")
+    tar_member.size = 2 * 2**20
+    zeros = tar_member.tobuf(tarfile.GNU_FORMAT) + bytes(tar_member.size)
+    packed = _shard_with(tmp_path / "packed.tar", zeros, gzipped=True)  # ~2 KB of gzip for 2 MiB
+    assert packed.bytes < 20_000
+    with pytest.raises(
+        S.ShardError, match=r"packed.tar: member k0.png declares 2,097,152 bytes, over the limit of 1 MiB"
+    ):
+        list(S.read_shard(packed, 0, 1, 3))
+    small = tarfile.TarInfo("k0.png")
+    small.size = 1000
+    ok = _shard_with(tmp_path / "ok.tar", small.tobuf(tarfile.GNU_FORMAT) + b"x" * 1000 + b"\0" * 24, gzipped=True)
+    assert [(k, e, len(p), label) for k, e, p, label in S.read_shard(ok, 0, 1, 3)] == [("k0", "png", 1000, 1)]
+
+
+@pytest.mark.parametrize("name", ["../outside.tar", "/ABS/outside.tar", "sub/outside.tar"])
+def test_an_index_names_only_shards_in_its_own_folder(tmp_path, shards, name):
+    data = _copy(shards, tmp_path / "wds")
+    (tmp_path / "sub").mkdir()
+    for where in (tmp_path / "outside.tar", tmp_path / "sub" / "outside.tar", data / "sub" / "outside.tar"):
+        where.parent.mkdir(exist_ok=True)
+        where.write_bytes((data / "train-000000.tar").read_bytes())  # a shard that exists, of the right size
+    name = name.replace("/ABS", str(tmp_path))
+    index = json.loads((data / "index.json").read_text())
+    index["splits"]["train"]["shards"][0]["name"] = name
+    write_json(data / "index.json", index)
+    with pytest.raises(
+        S.ShardError, match=rf"index.json: split 'train' names shard {re.escape(repr(name))}, which is "
+    ):
+        S.open_shards(data)

@@ -1,6 +1,7 @@
 """predict: files, folders and globs classified with the checkpoint's own classes and preprocessing."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -148,3 +149,49 @@ def test_cuda_bf16_agrees_with_cpu(checkpoint, images):
     for a, b in zip(cpu, gpu, strict=True):  # per class: bf16 may reorder near-ties, not move probabilities far
         by_class = dict(zip(b.indices, b.probabilities, strict=True))
         np.testing.assert_allclose(a.probabilities, [by_class[i] for i in a.indices], atol=2e-2)
+
+
+# --- issue 25: upright photos, one line per file whatever the names, progress in a log ------------------------------
+
+
+def test_a_sideways_stored_photo_is_predicted_upright(model, checkpoint, tmp_path):
+    """A phone's portrait photo (stored sideways, EXIF Orientation 6) gets the prediction of the upright picture."""
+    pixels = np.random.default_rng(3).integers(0, 256, (24, 16, 3), dtype=np.uint8)  # the picture, upright
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "turn 90° clockwise to show": the sensor's pixels are the picture turned the other way
+    Image.fromarray(np.rot90(pixels, 1).copy()).save(tmp_path / "phone.png", exif=exif)
+    Image.fromarray(pixels).save(tmp_path / "upright.png")
+    predictor = Predictor(checkpoint, device="cpu")
+    phone, upright = predictor.predict([tmp_path / "phone.png", tmp_path / "upright.png"], topk=10, progress=False)
+    assert phone.probabilities == pytest.approx(upright.probabilities, abs=1e-6) and phone.indices == upright.indices
+    torch.testing.assert_close(
+        torch.tensor(upright.probabilities)[torch.tensor(upright.indices).argsort()],
+        expected_probabilities(model, tmp_path / "upright.png"),
+    )
+
+
+def test_names_with_newlines_keep_one_line_per_file(model, tmp_path):
+    from mlp_mixer.inference.predict import Prediction, format_predictions
+
+    weird = tmp_path / "two\nlines.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(weird)
+    text = format_predictions(
+        [Prediction(str(weird), ["cat\nNOT-A-FILE: dog (1.0000)", "owl\u2028"], [0, 1], [0.9, 0.1])]
+    )
+    assert text == f"{tmp_path}/two\\nlines.png: cat\\nNOT-A-FILE: dog (1.0000) (0.9000), owl\\u2028 (0.1000)"
+    assert len(text.splitlines()) == 1
+
+
+def test_progress_is_a_line_every_few_seconds_when_stderr_is_not_a_terminal(checkpoint, images, capsys, monkeypatch):
+    """predict on 100k files printed nothing for 6 minutes with its output in a file: a tqdm bar hides itself
+    there. Now a plain line comes every PROGRESS_SECONDS (0 here: one per batch) on stderr, none on stdout."""
+    monkeypatch.setattr("mlp_mixer.utils.progress.PROGRESS_SECONDS", 0.0)
+    assert main(["predict", str(images), "--checkpoint", str(checkpoint), "--batch-size", "2", "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert [line.split(" files")[0] for line in lines] == ["predict: 2/5", "predict: 4/5", "predict: 5/5"], err
+    assert all(re.search(r"files \(\d+%\), [\d.]+ files/s, \d+ s", line) for line in lines), err
+    assert "predict:" not in out and len(out.strip().splitlines()) == 5
+    monkeypatch.setattr("mlp_mixer.utils.progress.PROGRESS_SECONDS", 3600.0)  # a short run in a log: silent
+    assert main(["predict", str(images), "--checkpoint", str(checkpoint), "--device", "cpu"]) == 0
+    assert capsys.readouterr().err == ""

@@ -20,18 +20,18 @@ import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import torch
+from helpers import running_server
 from PIL import Image
 
 from mlp_mixer import MLPMixer
 from mlp_mixer.inference.predict import Predictor
-from mlp_mixer.inference.serve import create_app, make_server
+from mlp_mixer.inference.serve import create_app
 from mlp_mixer.model.pretrained import Preprocessing
 from mlp_mixer.model.variants import TINY
 from mlp_mixer.utils.files import atomic_save
@@ -72,23 +72,6 @@ def images(tmp_path_factory) -> list[Path]:
     return paths
 
 
-@contextmanager
-def running(app):
-    """The app on uvicorn in a thread, on a free loopback port; yields its base URL."""
-    server = make_server(app, port=0, log_level="warning")
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
-
-
 @pytest.fixture(scope="module")
 def app(checkpoint):
     return create_app(checkpoint, max_batch_size=8, max_wait_ms=100, device="cpu", **LIMITS)
@@ -96,7 +79,7 @@ def app(checkpoint):
 
 @pytest.fixture(scope="module")
 def url(app):
-    with running(app) as base:
+    with running_server(app) as base:
         yield base
 
 
@@ -215,7 +198,7 @@ def test_model_probes_and_metrics(url, checkpoint):
     assert info["preprocessing"] == PREPROCESSING.to_dict()
     assert info["model_config"]["patch_size"] == 4 and info["variant"] is None
     assert info["checkpoint"]["digest"] == "sha256:" + hashlib.sha256(checkpoint.read_bytes()).hexdigest()
-    assert info["limits"] == LIMITS
+    assert {key: info["limits"][key] for key in LIMITS} == LIMITS
     assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{url}/readyz").status_code == 200
     metrics = httpx.get(f"{url}/metrics")
@@ -226,7 +209,7 @@ def test_model_probes_and_metrics(url, checkpoint):
 
 def test_onnx_backend_answers_as_predict(checkpoint, images, expected, tmp_path):
     app = create_app(checkpoint, backend="onnx", onnx_cache=tmp_path, max_wait_ms=0)
-    with running(app) as base:
+    with running_server(app) as base:
         results = httpx.post(f"{base}/v1/predict", files=[upload(p) for p in images[:3]], timeout=30).json()
         assert httpx.get(f"{base}/v1/model").json()["backend"] == "onnx"
     for result in results["results"]:
@@ -353,3 +336,164 @@ def test_page_in_a_real_browser_shows_predicts_top1(url, images, expected, tmp_p
     assert not foreign, f"the page reached outside the app: {foreign}"
     if os.environ.get("MLP_MIXER_UPDATE_SCREENSHOT") == "1":  # the docs' picture: docs/serve.md says how
         shutil.copy(tmp_path / "serve_page.png", ROOT / "docs" / "images" / "serve_page.png")
+
+
+# --------------------------------------------------------------------------- hostile clients
+# Each bounded in requests and time, on loopback; during and after each, an ordinary request gets 200 within a second.
+
+
+def ordinary(url: str) -> None:
+    assert httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+
+
+def while_running(url: str, attack) -> httpx.Response:
+    """Run ``attack()`` (a request) in a thread; meanwhile every ordinary request gets 200 within a second."""
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(attack)
+        while not future.done():
+            ordinary(url)
+            time.sleep(0.05)
+        ordinary(url)
+        return future.result()
+
+
+def counts(url: str) -> dict[str, float]:
+    """``mixer_http_requests_total`` by status, summed over paths."""
+    totals: dict[str, float] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=1).text.splitlines():
+        if line.startswith("mixer_http_requests_total{"):
+            status = line.split('status="')[1].split('"')[0]
+            totals[status] = totals.get(status, 0) + float(line.split()[-1])
+    return totals
+
+
+@pytest.fixture(scope="module")
+def roomy(checkpoint):
+    """A server with the default body limit (16 MB), so that large hostile bodies reach the parser."""
+    app = create_app(checkpoint, device="cpu", max_images=4, max_pixels=100_000, max_request_pixels=250_000)
+    with running_server(app) as base:
+        yield base
+
+
+@pytest.mark.slow
+def test_costly_bodies_are_parsed_off_the_event_loop(roomy):
+    """14 MB of JSON holding 5M empty strings, and 1 MB of multipart holding 10k parts: each gets its 400 while
+    the server keeps answering others."""
+    strings = b'{"images": [' + b",".join([b'""'] * 5_000_000) + b"]}"
+    response = while_running(roomy, lambda: httpx.post(f"{roomy}/v1/predict", content=strings, timeout=30,
+                                                       headers={"content-type": "application/json"}))  # fmt: skip
+    assert response.status_code == 400 and "limit is 4" in response.json()["error"]
+    boundary = "b0undary"
+    part = f'--{boundary}\r\ncontent-disposition: form-data; name="image"; filename="a.png"\r\n\r\nx\r\n'
+    parts = (part * 10_000 + f"--{boundary}--\r\n").encode()
+    headers = {"content-type": f"multipart/form-data; boundary={boundary}"}
+    response = while_running(roomy, lambda: httpx.post(f"{roomy}/v1/predict", content=parts, headers=headers))
+    assert response.status_code == 400 and "more than 4" in response.json()["error"]
+
+
+def test_per_request_pixel_budget_refuses_before_decoding(roomy):
+    """Four images each under the per-image cap (75,000 < 100,000 pixels) that together pass the request's budget
+    (250,000): 413 from their headers, nothing decoded."""
+    files = [("image", (f"{n}.png", png_header_only(300, 250))) for n in range(4)]
+    response = while_running(roomy, lambda: httpx.post(f"{roomy}/v1/predict", files=files))
+    assert response.status_code == 413 and "--max-request-pixels" in response.json()["error"]
+    assert "300,000" in response.json()["error"]
+
+
+def test_client_errors_are_4xx_and_every_status_is_counted(url, app, images, monkeypatch):
+    """Inputs that made 500s with tracebacks before (deep nesting, a data: URL without a comma, a 5,000-digit
+    integer) are 400s; a failure of ours is a JSON 500; /metrics counts every one of them."""
+    before = counts(url)
+    hostile = {
+        "deeply nested JSON": dict(content=b"[" * 200_000, headers={"content-type": "application/json"}),
+        "data: URL without a comma": dict(json={"images": ["data:image/png;base64"]}),
+        "5,000-digit integer": dict(
+            content=b'{"images": [' + b"7" * 5000 + b"]}", headers={"content-type": "application/json"}
+        ),  # fmt: skip
+        "5,000-digit topk": dict(params={"topk": "9" * 5000}, files=[upload(images[0])]),
+        "5,000-digit content-length": dict(content=b"x", headers={"content-length": "9" * 5000}),
+    }
+    statuses = {}
+    for name, request in hostile.items():
+        try:
+            response = httpx.post(f"{url}/v1/predict", timeout=10, **request)
+        except httpx.HTTPError:  # httpx itself may refuse to send a bad Content-Length
+            continue
+        statuses[name] = response.status_code
+        assert 400 <= response.status_code < 500, f"{name}: {response.status_code} {response.text[:200]}"
+        assert set(response.json()) == {"error"}, name
+    ordinary(url)
+
+    def broken(_):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app.state.batcher, "forward", broken)
+    failed = httpx.post(f"{url}/v1/predict", files=[upload(images[0])], timeout=10)
+    assert failed.status_code == 500 and failed.json() == {
+        "error": "internal error (RuntimeError); the server log has the details"
+    }
+    monkeypatch.undo()
+    ordinary(url)
+    after = counts(url)
+    changes = {status: after[status] - before.get(status, 0) for status in after if after[status] != before.get(status)}
+    expected = {"200": 2 + 1, "500": 1}  # two ordinary requests and the first /metrics scrape; the failure
+    for status in statuses.values():
+        expected[str(status)] = expected.get(str(status), 0) + 1
+    assert changes == expected
+
+
+def test_head_answers_on_every_get_route(url):
+    v2 = ("/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/mlp-mixer", "/v2/models/mlp-mixer/ready")
+    for path in ("/", "/healthz", "/readyz", "/v1/model", "/metrics", "/static/app.js", *v2):
+        response = httpx.head(f"{url}{path}", timeout=1)
+        assert response.status_code == 200 and response.content == b"", path
+
+
+def test_bounded_queue_and_body_budget_answer_503_retry_after(checkpoint, images, expected):
+    """Two requests whose bodies trickle fill a queue of 2 (or, each a quarter MB, a budget of 0.5 MB): the next
+    gets 503 with Retry-After at once, ordinary probes still answer, and the two get their answers once their
+    bodies arrive."""
+    go = threading.Event()
+    for options, size, word in (
+        (dict(max_queue=2), 0, "--max-queue"),
+        (dict(max_inflight_mb=0.5), 2**18, "--max-inflight-mb"),
+    ):
+        data = images[0].read_bytes()
+        data += b"\0" * (size - len(data)) if size else b""  # Pillow ignores what follows a PNG's end
+        go.clear()
+
+        def slow_upload(data=data):
+            yield data[:10]
+            go.wait(20)
+            yield data[10:]
+
+        app = create_app(checkpoint, device="cpu", max_wait_ms=0, **options)
+        headers = {"content-type": "image/png", "content-length": str(len(data))}
+        with running_server(app) as base, ThreadPoolExecutor(2) as pool:
+            slow = [pool.submit(httpx.post, f"{base}/v1/predict", content=slow_upload(), headers=headers,
+                                timeout=30) for _ in range(2)]  # fmt: skip
+            deadline = time.monotonic() + 10
+            while app.state.intake.admitted < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            refused = httpx.post(f"{base}/v1/predict", files=[upload(images[1])], timeout=1)
+            go.set()
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            assert word in refused.json()["error"]
+            ordinary(base)
+            for future in slow:
+                assert_same(future.result(timeout=30).json()["results"][0], expected[images[0].name])
+            ordinary(base)
+
+
+def test_digest_is_of_the_weights_file_alone(checkpoint, tmp_path):
+    """A run folder with a large unrelated file beside best.pt (1 GB, sparse): the digest is best.pt's, and the
+    unrelated file is never read."""
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(checkpoint, run / "best.pt")
+    with open(run / "unrelated.bin", "wb") as f:
+        f.truncate(2**30)
+    info = create_app(run, device="cpu").state.info["checkpoint"]
+    assert info["digest"] == "sha256:" + hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert info["weights"] == str(run / "best.pt")

@@ -19,6 +19,7 @@ from helpers import TASKS, distributed_worker, make_cifar
 
 from mlp_mixer import data as D
 from mlp_mixer.train import TrainConfig, distributed, train
+from mlp_mixer.train.inputs import epoch_batches
 
 TOL = 1e-5
 
@@ -151,8 +152,9 @@ def test_settings_that_cannot_be_split_are_refused(monkeypatch):
         distributed.check_config(18, 1, 80, fsdp=False, ema=0.0)
     with pytest.raises(ValueError, match="leaves 4 image\\(s\\) per process, fewer than --grad-accum 8"):
         distributed.check_config(16, 8, 80, fsdp=False, ema=0.0)
-    with pytest.raises(ValueError, match="10 training images do not fill one global batch of --batch-size 16"):
-        distributed.check_config(16, 1, 10, fsdp=False, ema=0.0)
+    distributed.check_config(16, 1, 10, fsdp=False, ema=0.0)  # fewer than a batch: one step of them all
+    with pytest.raises(ValueError, match="3 training image\\(s\\) cannot be shared by 4 processes"):
+        distributed.check_config(16, 1, 3, fsdp=False, ema=0.0)
     with pytest.raises(ValueError, match="--ema 0.999 is not supported with --fsdp"):
         distributed.check_config(16, 1, 80, fsdp=True, ema=0.999)
 
@@ -232,3 +234,59 @@ def test_teardown_ends_the_gloo_threads(runs, kind):
     for rank in range(2):
         left = (runs / "logs" / kind / f"rank{rank}.threads").read_text().split()
         assert not [name for name in left if "gloo" in name], f"rank {rank} still runs {left}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Under torchrun: unreadable files on a folder, and shards written with the defaults
+
+
+def torchrun(args: list[str], logs: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node 2 -m mlp_mixer ARGS`` (2 gloo processes), each rank's stderr kept."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["--log-dir", str(logs), "--redirects", "2", "-m", "mlp_mixer", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    assert done.returncode == 0, done.stderr[-3000:] + tails(sorted(logs.glob("**/stderr.log")))
+    return done
+
+
+@pytest.mark.slow
+def test_a_folder_keeps_every_process_in_step_whatever_is_unreadable(tmp_path):
+    """Rank 1's whole part of the first batch is unreadable: it still takes every step (filled from the global
+    batch), so neither process waits at an all-reduce the other never reaches, and both end at the same step."""
+    from helpers import make_folder
+
+    root = tmp_path / "photos"
+    make_folder(root / "train", n=8, size=(16, 16))
+    make_folder(root / "val", n=2, size=(16, 16))
+    samples = D.load_splits(root).train.samples
+    first = epoch_batches(len(samples), 8, 0, 0)[0]
+    for index in first[4:]:  # rank 1's part of step 1 (global batch 8 over 2 processes)
+        Path(samples[index][0]).write_bytes(b"not an image")
+    out = tmp_path / "run"
+    args = ["train", "--data", str(root), "--dim", "16", "--depth", "1", "--token-dim", "8", "--channel-dim", "16"]
+    args += ["--patch-size", "4", "--image-size", "16", "--batch-size", "8", "--epochs", "2", "--workers", "0"]
+    torchrun([*args, "--device", "cpu", "--output", str(out)], tmp_path / "logs")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["step"] == 6  # 3 steps an epoch on both processes
+    assert metrics["skipped_images"] == 4
+    assert checkpoint(out)["history"][0]["train_top1"] >= 0  # trained on a full batch every step
+
+
+@pytest.mark.slow
+def test_shard_then_torchrun_train_with_the_defaults(tmp_path):
+    """Issue 23's first two commands on a 60-image folder: `mlp-mixer shard photos/ shards/`, then 2 gloo
+    processes × 2 DataLoader workers train on the one shard it writes (every default but --epochs)."""
+    from helpers import make_folder
+
+    make_folder(tmp_path / "photos", n=20, size=(48, 40))
+    shard = [sys.executable, "-m", "mlp_mixer", "shard", str(tmp_path / "photos"), str(tmp_path / "shards")]
+    done = subprocess.run(shard, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "train: 54 images in 1 shard(s)" in done.stdout and "auto chose 1 shard(s)" in done.stdout
+    out = tmp_path / "run"
+    args = ["train", "--data", str(tmp_path / "shards"), "--epochs", "2", "--workers", "2", "--output", str(out)]
+    done = torchrun(args, tmp_path / "logs", timeout=300)
+    assert "run: 2 epochs of 1 steps, batch 128" in done.stdout, done.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["step"] == 2 and metrics["val_images"] == 6

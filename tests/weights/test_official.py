@@ -213,3 +213,55 @@ def test_convert_to_timm_layout_is_loaded_by_timm(tmp_path):
     with torch.no_grad():
         assert (timm_model(x) - exact(x)).abs().max() <= 1e-5
     assert tuple(timm_model.pretrained_cfg["mean"]) == (0.5, 0.5, 0.5)
+
+
+# ------------------------------------------------------------------ what an .npz may expand into (issue 25)
+
+
+def peak_mib(call) -> float:
+    """Peak MiB that Python and numpy allocated (both report to tracemalloc) while ``call()`` ran or raised."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        call()
+    except ValueError:
+        pass
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak / 2**20
+
+
+@pytest.mark.parametrize("where", ["a key outside the layout", "a misshapen kernel"])
+def test_an_npz_is_checked_from_its_headers_before_any_array_is_inflated(tmp_path, where):
+    """A 1 MB .npz cost 0.9 GB before it was refused: every array was inflated, then the layout checked. The
+    layout and every shape are now checked on the meta device from the .npy headers; nothing is inflated."""
+    params = make_official()
+    zeros = np.zeros((4096, 4096), np.float32)  # 64 MiB, deflated to ~64 KB
+    if where == "a key outside the layout":
+        params["Transformer/posembed_input/pos_embedding"] = zeros
+        message = "1 keys are not in the official Mixer layout"
+    else:
+        params["MixerBlock_1/channel_mixing/Dense_0/kernel"] = zeros
+        message = "do not match a Mixer with"
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, **params)
+    assert path.stat().st_size < 2**20
+    with pytest.raises(ValueError, match=f"bomb.npz.*{message}"):
+        load_official_npz(path)
+    assert peak_mib(lambda: load_official_npz(path)) < 16  # 64 MiB before
+
+
+def test_npz_object_arrays_and_the_budget_are_named(official_npz, tmp_path, monkeypatch):
+    path, params = official_npz
+    objects = tmp_path / "objects.npz"
+    np.savez(objects, **params, extra=np.array([{"a": 1}], dtype=object))  # was reported as "not a zip archive"
+    with pytest.raises(ValueError, match=r"objects.npz cannot be read as an .npz checkpoint: array 'extra' holds Py"):
+        load_official_npz(objects)
+    monkeypatch.setattr("mlp_mixer.utils.limits.MAX_WEIGHT_BYTES", 2**16)
+    with pytest.raises(ValueError, match=r"Mixer-T_4.npz expands to 0.2 MiB of tensors, over the limit of 0.1 MiB"):
+        load_official_npz(path)
+    monkeypatch.setattr("mlp_mixer.utils.limits.MAX_TENSORS", 10)
+    with pytest.raises(ValueError, match=r"Mixer-T_4.npz holds 30 tensors, over the limit of 10"):
+        load_official_npz(path)

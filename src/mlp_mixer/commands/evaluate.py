@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_checkpoint_argument(parser)
     parser.add_argument(
         "--data",
-        help="ImageFolder root, folder of class folders, CIFAR folder, or shards (their val split, or a brace pattern) "
+        help="ImageFolder root, folder of class folders, CIFAR folder, shards (their val split, or a brace pattern), "
+        "or a Hugging Face dataset (hf:owner/name, save_to_disk folder, Parquet: its held-out split, ?val=SPLIT) "
         "(default: the checkpoint's held-out split)",
     )
     parser.add_argument("--output", help="report folder (default: <checkpoint folder>/eval)")

@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         default=None,
-        help="ImageFolder root (train/ and val/), CIFAR folder or shards (default: embedded MNIST)",
+        help="ImageFolder root (train/ and val/), CIFAR folder, shards, or a Hugging Face dataset (hf:owner/name, a "
+        "save_to_disk folder, Parquet; ?split=&val=&image=&label=&streaming=1) (default: embedded MNIST)",
     )
     parser.add_argument("--shots", type=ints("--shots"), default=[1, 5, 10], help="images per class, comma-separated")
     parser.add_argument("--seeds", type=int, default=5, help="draws per shot count")

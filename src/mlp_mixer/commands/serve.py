@@ -44,29 +44,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"largest image, width x height, checked before decoding (default: {options.DEFAULT_MAX_PIXELS:,})",
     )
     parser.add_argument(
+        "--max-request-pixels",
+        type=int,
+        default=options.DEFAULT_MAX_REQUEST_PIXELS,
+        help="most pixels of all the images of one request together, checked before decoding "
+        f"(default: {options.DEFAULT_MAX_REQUEST_PIXELS:,})",
+    )
+    parser.add_argument(
         "--max-images",
         type=int,
         default=options.DEFAULT_MAX_IMAGES,
         help=f"most images in one request (default: {options.DEFAULT_MAX_IMAGES})",
     )
 
+    parser.add_argument(
+        "--model-name",
+        default=options.DEFAULT_MODEL_NAME,
+        help=f"its name in the Open Inference Protocol: /v2/models/NAME (default: {options.DEFAULT_MODEL_NAME})",
+    )
+    limits = parser.add_argument_group("limits against hostile or overloading clients")
+    for flag, kind, default, text in (
+        ("--max-queue", int, options.DEFAULT_MAX_QUEUE, "requests admitted at once; the next gets 503 Retry-After"),
+        ("--max-inflight-mb", float, options.DEFAULT_MAX_INFLIGHT_MB, "request bodies held in memory at once, in MB"),
+        ("--max-connections", int, options.DEFAULT_MAX_CONNECTIONS, "open connections; at the cap the oldest idle "
+         "one is closed to make room, or the new one gets 503"),
+        ("--header-timeout-s", float, options.DEFAULT_HEADER_TIMEOUT_S, "seconds for a request's headers (408)"),
+        ("--body-timeout-s", float, options.DEFAULT_BODY_TIMEOUT_S, "seconds for a request's body, after its "
+         "headers (408)"),
+        ("--drain-timeout-s", float, options.DEFAULT_DRAIN_TIMEOUT_S, "after SIGTERM, the longest the server "
+         "stays up, requests in flight included"),
+    ):  # fmt: skip
+        limits.add_argument(flag, type=kind, default=default, help=f"{text} (default: {default:g})")
+
+
+NAMES = ("host", "port", "max_batch_size", "max_wait_ms", "backend", "threads", "device", "max_body_mb", "max_pixels",
+         "max_request_pixels", "max_images", "model_name", "max_queue", "max_inflight_mb", "max_connections",
+         "header_timeout_s", "body_timeout_s", "drain_timeout_s")  # fmt: skip
+
 
 def run(args: argparse.Namespace) -> int:
     from ..inference import serve
 
-    serve.serve(
-        args.checkpoint,
-        host=args.host,
-        port=args.port,
-        max_batch_size=args.max_batch_size,
-        max_wait_ms=args.max_wait_ms,
-        backend=args.backend,
-        threads=args.threads,
-        device=args.device,
-        max_body_mb=args.max_body_mb,
-        max_pixels=args.max_pixels,
-        max_images=args.max_images,
-    )
+    serve.serve(args.checkpoint, **{name: getattr(args, name) for name in NAMES})
     return 0
 
 

@@ -55,7 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file of settings (keys as the flags); flags override it (default: none)")
     g = parser.add_argument_group("data")
     option(g, "--data", "ImageFolder root (train/ and val/, or one folder), a CIFAR-10/100 python folder, or shards: "
-           "their index.json, its folder or a brace pattern (default: the embedded MNIST digits)")  # fmt: skip
+           "their index.json, its folder or a brace pattern; or a Hugging Face dataset: hf:owner/name, a save_to_disk "
+           "folder or Parquet files, options ?split=train&val=test&image=COL&label=COL&streaming=1 (default: the "
+           "embedded MNIST digits)")  # fmt: skip
     option(g, "--val-fraction", "share held out of a folder without val/", type=float)
     option(g, "--workers", "DataLoader processes for image files (default: one per core, at most 4)", type=int)
     option(g, "--threads", "CPU threads for PyTorch (default: one per core)", type=int)

@@ -8,14 +8,16 @@ floats (and augments them) in one place, on the training device. One job per mod
 - :mod:`.loader`: batches of any source through DataLoader workers;
 - :mod:`.splits`: what a source gives (:class:`DataSplits`) and the interface its readers share;
 - the sources, one module each: :mod:`.mnist` (the embedded default), :mod:`.cifar` (python-pickle folders),
-  :mod:`.folder` (ImageFolder layout), :mod:`.shard_reader` (WebDataset shards), with :mod:`.tensors`
+  :mod:`.folder` (ImageFolder layout), :mod:`.shard_reader` (WebDataset shards), :mod:`.hf` (Hugging Face
+  datasets: the Hub, ``save_to_disk`` folders, Parquet), with :mod:`.tensors`
   (in-memory images) and :mod:`.shards` (the shard format, read as bytes);
 - :mod:`.sources`: the one function that picks the source of ``--data`` (:func:`load_splits`);
 - :mod:`.shard_writer`: any source written as shards (``mlp-mixer shard``).
 
 The names the package had before these modules (``from mlp_mixer.data import load_splits, read_image, ...``)
 still import from here, each loaded from its module on first use: ``import mlp_mixer.data.decode`` loads no
-dataset code. A setting such as ``MAX_FILE_BYTES`` lives, and is patched, in its module (:mod:`.decode`).
+dataset code. A limit such as ``MAX_FILE_BYTES`` lives, and is patched, in its module
+(:mod:`mlp_mixer.utils.limits`), the one budget every reader checks.
 """
 
 from typing import Any
@@ -24,9 +26,9 @@ from ..utils.lazy import lazy_exports
 
 _HOMES = {
     "decode": (
-        "IMAGE_EXTENSIONS MAX_PIXELS MAX_FILE_BYTES ImageError TooLargeError read_bytes image_header read_image "
-        "decode_image_bytes"
+        "IMAGE_EXTENSIONS FORMATS ImageError TooLargeError read_bytes image_header read_image decode_image_bytes"
     ),
+    "..utils.limits": "MAX_PIXELS MAX_FILE_BYTES",
     "transforms": (
         "eval_geometry eval_transform train_geometry sample_seed random_affine random_hflip resize_batch "
         "match_channels to_input"
@@ -40,15 +42,16 @@ _HOMES = {
         "VAL_DIR_NAMES FolderDataset FolderScan scan_image_folder split_by_class infer_in_channels unreadable_classes"
     ),
     "shard_reader": "ShardImages",
+    "hf": "HFImages HFStream",
     "sources": "load_splits",
     "shard_writer": "write_shards",
 }
 _NAMES = {name: module for module, names in _HOMES.items() for name in names.split()}
-_MODULES = (*_HOMES, "shards")
+_MODULES = (*(m for m in _HOMES if not m.startswith(".")), "shards")
 
 __all__ = sorted([*_NAMES, "shard_splits"])
 
-# Not cached here: the module's value is the one value (a test that patches decode.MAX_FILE_BYTES sees it here).
+# Not cached here: the module's value is the one value (a test that patches limits.MAX_FILE_BYTES sees it here).
 _getattr, _dir = lazy_exports(__name__, _NAMES, _MODULES)
 
 

@@ -1,41 +1,48 @@
 """Decoding: image files and uploaded bytes to uint8 tensors (C, H, W), within limits checked before the work.
 
 Everything that reads an image goes through here: the dataset sources (a folder's files, the bytes in a shard),
-``mlp-mixer predict`` and the HTTP server (an upload), so an image decodes alike wherever it comes from. Nothing
-here knows about datasets: ``import mlp_mixer.data.decode`` loads no reader. The caps :data:`MAX_PIXELS` and
-:data:`MAX_FILE_BYTES` are read at each call (patch them here, on this module).
+``mlp-mixer predict`` and the HTTP server (an upload), so an image decodes alike wherever it comes from: the same
+formats (:data:`FORMATS`, the ones the docs name; Pillow is asked to open no other), the same EXIF orientation
+(a phone's portrait photo is upright everywhere), the same limits. Nothing here knows about datasets:
+``import mlp_mixer.data.decode`` loads no reader. The limits live in :mod:`mlp_mixer.utils.limits`, read at each
+call: the pixels a decoder works on (the canvas, and any tile or frame larger than it) and the bytes read.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import stat
 import warnings
 from pathlib import Path
 
 import torch
 
+from ..utils import limits
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff")
-
-
-# Limits on what one input may cost, checked before the work is done; raise them with these variables.
-MAX_PIXELS = int(os.environ.get("MLP_MIXER_MAX_PIXELS", 2**26))  # 67 Mpx (8192x8192): above any camera
-MAX_FILE_BYTES = int(float(os.environ.get("MLP_MIXER_MAX_FILE_MB", 256)) * 2**20)  # per image file read
+# The formats read, by content: what IMAGE_EXTENSIONS name and the docs list. Pillow is asked to open no other
+# (it would read PPM, TGA, ICO, PCX, SGI, DDS, QOI, ... too); MPO, phones' JPEG with a second picture, opens as a
+# JPEG and is one.
+FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+# EXIF Orientation -> the transpose that shows the picture upright (as PIL.ImageOps.exif_transpose)
+_ORIENTATION = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270"}
+_ORIENTATION |= {7: "TRANSVERSE", 8: "ROTATE_90"}
+_TIFF_TILE_WIDTH, _TIFF_TILE_LENGTH, _EXIF_ORIENTATION = 322, 323, 0x0112
 
 
 class ImageError(ValueError):
     """An image file that cannot be decoded; the message names the file."""
 
 
-class TooLargeError(ImageError):
-    """An input over one of the limits above; the message names it and the limit."""
+class TooLargeError(ImageError, limits.BudgetError):
+    """An input over one of the limits in :mod:`mlp_mixer.utils.limits`; the message names it and the limit."""
 
 
 def read_bytes(path: str | Path, limit: int | None = None, what: str = "file") -> bytes:
-    """The bytes of a regular file, at most ``limit`` (default :data:`MAX_FILE_BYTES`): a device (``/dev/zero``),
-    a named pipe or a socket would be read forever or block, so they are refused before being opened."""
-    path, limit = Path(path), MAX_FILE_BYTES if limit is None else limit
+    """The bytes of a regular file, at most ``limit`` (default ``limits.MAX_FILE_BYTES``): a device
+    (``/dev/zero``), a named pipe or a socket would be read forever or block, so they are refused before being
+    opened."""
+    path, limit = Path(path), limits.MAX_FILE_BYTES if limit is None else limit
     try:
         mode = path.stat().st_mode
     except OSError as err:
@@ -53,27 +60,54 @@ def read_bytes(path: str | Path, limit: int | None = None, what: str = "file") -
     return data
 
 
-def image_header(data: bytes, name: str = "image") -> tuple[str, int, int]:
-    """(format, width, height) from an image's header, without decoding a pixel; ImageError if it has none."""
+def _open(data: bytes, name: str):  # noqa: ANN202 - a PIL.Image.Image, imported lazily
+    """Pillow's image of ``data``, its header read and nothing decoded, in one of :data:`FORMATS` only."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller applies its own cap
-            with Image.open(io.BytesIO(data)) as header:
-                found, (width, height) = header.format, header.size
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the callers apply their own cap
+            return Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError as err:  # Pillow's guard, at 2x its MAX_IMAGE_PIXELS
         raise TooLargeError(f"{name}: declares over {2 * Image.MAX_IMAGE_PIXELS:,} pixels") from err
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise ImageError(f"{name}: not an image in a format this reads (JPEG, PNG, GIF, WEBP, BMP, TIFF)") from err
+        raise ImageError(f"{name}: not an image in a format this reads ({', '.join(FORMATS)})") from err
+
+
+def _decoder_extent(img) -> tuple[int, int]:  # noqa: ANN001 - a PIL.Image.Image
+    """The largest (width, height) the decoder of ``img``'s first frame holds at once: the canvas, or a tile that
+    is larger. Pillow's pixel cap reads the canvas only, so a TIFF declaring 1x1 pixels with one 24000² tile
+    would pass it and cost 1.7 GB in libtiff's tile buffer."""
+    extents = [img.size]
+    extents += [(tile[1][2] - tile[1][0], tile[1][3] - tile[1][1]) for tile in img.tile if tile[1]]
+    tags = getattr(img, "tag_v2", None)  # TIFF: libtiff allocates whole tiles of TileWidth x TileLength
+    if tags is not None and _TIFF_TILE_WIDTH in tags and _TIFF_TILE_LENGTH in tags:
+        extents.append((int(tags[_TIFF_TILE_WIDTH]), int(tags[_TIFF_TILE_LENGTH])))
+    return max(extents, key=lambda wh: wh[0] * wh[1])
+
+
+def image_header(data: bytes, name: str = "image", max_pixels: int | None = None) -> tuple[str, int, int]:
+    """(format, width, height) from an image's header, without decoding a pixel; ImageError if it is not in one
+    of :data:`FORMATS`, TooLargeError if its decoder would hold a tile larger than the canvas and ``max_pixels``
+    (default ``limits.MAX_PIXELS``; the canvas itself is the caller's to check against its own cap)."""
+    max_pixels = limits.MAX_PIXELS if max_pixels is None else max_pixels
+    with _open(data, name) as header:
+        found, (width, height) = header.format, header.size
+        tile_w, tile_h = _decoder_extent(header)
+    if tile_w * tile_h > max(width * height, max_pixels):
+        raise TooLargeError(
+            f"{name}: a {width}x{height} image whose decoder would hold a {tile_w}x{tile_h} tile "
+            f"({tile_w * tile_h:,} pixels), over the limit of {max_pixels:,} (MLP_MIXER_MAX_PIXELS)"
+        )
     return ("JPEG" if found == "MPO" else found), width, height  # MPO: phones' multi-picture JPEG
 
 
 def read_image(path: str | Path, in_channels: int = 3) -> torch.Tensor:
     """Decode an image file, by content not extension, to uint8 (in_channels, H, W).
 
-    Palette, CMYK, RGBA, grayscale and 16-bit images are converted (alpha dropped, 16-bit scaled to 8-bit).
-    Regular files only, at most :data:`MAX_FILE_BYTES` read and :data:`MAX_PIXELS` decoded.
+    Palette, CMYK, RGBA, grayscale and 16-bit images are converted (alpha dropped, 16-bit scaled to 8-bit), and
+    turned upright by their EXIF orientation. Regular files only, at most ``limits.MAX_FILE_BYTES`` read and
+    ``limits.MAX_PIXELS`` decoded.
     """
     return decode_image_bytes(read_bytes(path), in_channels, str(path))
 
@@ -86,14 +120,25 @@ def _decode_with_pillow(data: bytes, in_channels: int, name: str) -> torch.Tenso
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with _open(data, name) as img, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img.seek(0)  # an animated GIF or a multi-page TIFF: the first frame
             if in_channels == 1 and img.format in ("JPEG", "MPO"):
                 img.draft("L", img.size)  # libjpeg's own grayscale output (its Y), as torchvision's GRAY mode
+            img.load()  # Pillow's TIFF reader turns the image upright as it loads (and drops the tag)
+            try:
+                orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+            except Exception:  # noqa: BLE001 - damaged EXIF: the pixels are still an image, shown as stored
+                orientation = 1
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grayscale: keep the top 8 bits
                 img = img.point(lambda v: v / 256).convert("L")
-            array = torch.from_numpy(np.array(img.convert("L" if in_channels == 1 else "RGB")))
+            img = img.convert("L" if in_channels == 1 else "RGB")
+            if orientation in _ORIENTATION:
+                img = img.transpose(getattr(Image.Transpose, _ORIENTATION[orientation]))
+            array = torch.from_numpy(np.array(img))
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, EOFError) as err:
+        if isinstance(err, ImageError):
+            raise
         reason = str(err).split("\n")[0][:200] or type(err).__name__
         raise ImageError(f"{name}: cannot decode image ({reason})") from err
     return array.reshape(*array.shape[:2], -1).permute(2, 0, 1).contiguous()
@@ -102,17 +147,18 @@ def _decode_with_pillow(data: bytes, in_channels: int, name: str) -> torch.Tenso
 def decode_image_bytes(
     data: bytes, in_channels: int = 3, name: str = "image", max_pixels: int | None = None
 ) -> torch.Tensor:
-    """Decode encoded image bytes by content to uint8 (in_channels, H, W); errors name ``name``.
+    """Decode encoded image bytes by content to uint8 (in_channels, H, W), upright; errors name ``name``.
 
-    The pixel count is read from the header first: a small file declaring a huge canvas (a decompression bomb)
-    is refused before anything is decoded (limit ``max_pixels``, default :data:`MAX_PIXELS`).
+    The pixel count is read from the header first: a small file declaring a huge canvas, or a tile larger than
+    its canvas (decompression bombs), is refused before anything is decoded (limit ``max_pixels``, default
+    ``limits.MAX_PIXELS``). Only :data:`FORMATS` are read.
 
     :func:`read_image` reads a file and calls this, so an upload and the same file on disk decode alike.
     """
     if not data:
         raise ImageError(f"{name}: empty file")
-    _, width, height = image_header(data, name)  # ImageError where Pillow knows no such format
-    max_pixels = MAX_PIXELS if max_pixels is None else max_pixels
+    max_pixels = limits.MAX_PIXELS if max_pixels is None else max_pixels
+    _, width, height = image_header(data, name, max_pixels)
     if width * height > max_pixels:
         raise TooLargeError(
             f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} "

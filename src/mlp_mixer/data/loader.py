@@ -39,12 +39,20 @@ def collate(items: list[tuple]) -> Batch:
 
 
 def iterate_batches(
-    dataset: Dataset, batches: Sequence[Sequence[int]], workers: int, device: torch.device
+    dataset: Dataset,
+    batches: Sequence[Sequence[int]],
+    workers: int,
+    device: torch.device,
+    spares: Sequence[Sequence[int]] | None = None,
 ) -> Iterator[Batch]:
     """Yield a :class:`Batch` of uint8 images for each list of indices in ``batches``.
 
     In-memory images without per-sample transforms are indexed directly (no worker processes, no copies);
     everything else goes through a DataLoader whose workers ignore Ctrl-C (the main process handles it).
+
+    With ``spares`` (training: for each batch, the global batch it is this process's part of), every batch holds
+    as many images as it has indices however many are unreadable (:func:`fill`), so every process trains on the
+    same number of images at every step, and none skips a step (and its all-reduce) that the others take.
     """
     if dataset.in_memory and dataset.transform is None:
         for indices in batches:
@@ -59,7 +67,35 @@ def iterate_batches(
         pin_memory=device.type == "cuda",
         worker_init_fn=worker_init,
     )
-    yield from loader
+    if spares is None:
+        yield from loader
+        return
+    for batch, indices, spare in zip(loader, batches, spares, strict=True):
+        yield fill(batch, len(indices), dataset, spare)
+
+
+def fill(batch: Batch, size: int, dataset: Dataset, spare: Sequence[int]) -> Batch:
+    """``batch`` with ``size`` images: the images unreadable files left out are replaced by its own readable ones
+    again, in order; a batch without any takes the first readable image of ``spare`` (decoded here). A function of
+    the batch's indices alone (no earlier batch), so a resumed epoch fills as the uninterrupted one did. Only a
+    ``spare`` without any readable image leaves it empty (then every process's part is empty, and all skip)."""
+    n = len(batch.labels)
+    if n >= size:
+        return batch
+    if n == 0:
+        found = next((item for i in spare if (item := dataset[i])[0] is not None), None)
+        if found is None:
+            return batch
+        images, labels = found[0][None], torch.tensor([found[1]])
+    else:
+        images, labels = batch.images, batch.labels
+    repeat = [i % len(labels) for i in range(size - n)]
+    return Batch(
+        torch.cat([batch.images, images[repeat]]) if n else images[repeat],
+        torch.cat([batch.labels, labels[repeat]]) if n else labels[repeat],
+        batch.skipped,
+        batch.keys,
+    )
 
 
 def iterate_stream(

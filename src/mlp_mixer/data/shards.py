@@ -15,9 +15,11 @@ What a reader (one DataLoader worker of one process) reads in epoch ``e``, see :
 
 1. the split's shards in an order drawn from (seed, e) (training; held-out data keeps the index's order);
 2. their images as one sequence, cut into ``world`` contiguous ranges, one per process, each cut into ``workers``
-   contiguous ranges, one per worker: every image is in exactly one reader's range, whatever the counts;
-3. its range, read sequentially (the first shard from the range's start: the images before it are read past, not
-   decoded), through a shuffle buffer seeded by (seed, e, rank, worker) (training).
+   contiguous ranges, one per worker (training: the sequence first rotated to start at an offset drawn from
+   (seed, e)): every image is in exactly one reader's range, whatever the counts, so readers split at the sample
+   level and any number of readers can read any number of shards, one included;
+3. its range, read sequentially (the first shard from the range's start, found from the tar headers: the images
+   before it are not read), through a shuffle buffer seeded by (seed, e, rank, worker) (training).
 """
 
 from __future__ import annotations
@@ -29,13 +31,15 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from ..utils import limits
 
 INDEX_NAME = "index.json"
 FORMAT = "mlp-mixer webdataset shards"
 IMAGE_EXTS = ("jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff")
 SPLITS = ("train", "val")
-DEFAULT_SHARD_SIZE = "256MB"  # ~2,000 ImageNet JPEGs: enough shards for many readers, large enough to stream
+DEFAULT_SHARD_SIZE = "auto"  # at most 256 MB, and 64 shards where the data allow (shard_writer.auto_shard_size)
 SHUFFLE_BUFFER = 1000  # images (encoded bytes) each reader holds to shuffle within and across its shards
 
 Record = tuple[str, str, bytes, int]  # (key, image extension, the image's bytes, label)
@@ -90,8 +94,8 @@ def _brace_expand(pattern: str) -> list[str]:
 
 
 def is_shards(data: str | Path | None) -> bool:
-    """Whether ``--data`` names shards: an index JSON, a folder holding ``index.json`` (or tar files: then it lacks
-    its index), a brace pattern of tar files (``train-{000000..000146}.tar``) or one tar file."""
+    """Whether ``--data`` names shards: an index JSON, a folder of shards (:func:`is_shard_folder`), a brace
+    pattern of tar files (``train-{000000..000146}.tar``) or one tar file."""
     if data is None:
         return False
     text = str(data)
@@ -99,8 +103,26 @@ def is_shards(data: str | Path | None) -> bool:
         return True
     path = Path(text)
     if path.is_dir():
-        return (path / INDEX_NAME).is_file() or any(path.glob("*.tar"))
+        return is_shard_folder(path)
     return path.is_file() and path.suffix == ".json"
+
+
+def is_shard_folder(folder: Path) -> bool:
+    """The rule for a folder: shards when it holds ``index.json`` (what ``mlp-mixer shard`` writes), or nothing
+    but ``.tar`` files (shards whose index is missing, which :func:`open_shards` then says). So one stray tar
+    beside class folders, or in a CIFAR folder, changes nothing. An index beside class folders could mean either:
+    a ShardError names both, and the user says which."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    subfolders = sorted(p.name for p in entries if p.is_dir())
+    if (folder / INDEX_NAME).is_file():
+        if subfolders:
+            raise ShardError(
+                f"--data {folder} is ambiguous: it holds {INDEX_NAME} (shards) and the folders "
+                f"{', '.join(subfolders[:5])}{', ...' if len(subfolders) > 5 else ''} (an image folder's classes); "
+                f"pass {folder / INDEX_NAME} for the shards, or move it out for the image folder"
+            )
+        return True
+    return bool(entries) and all(p.is_file() and p.suffix == ".tar" for p in entries)
 
 
 def open_shards(data: str | Path) -> ShardSet:
@@ -137,7 +159,13 @@ def open_shards(data: str | Path) -> ShardSet:
         shards = []
         try:
             for item in entry["shards"]:
-                shard = Shard(folder / item["name"], int(item["images"]), int(item["bytes"]))
+                name = str(item["name"])
+                if name in ("", ".", "..") or Path(name).name != name:  # "../x.tar", "/data/x.tar", "a/x.tar"
+                    raise ShardError(
+                        f"{index_path}: split {split!r} names shard {name!r}, which is not a file beside the index "
+                        "(an index names its shards by file name, in its own folder)"
+                    )
+                shard = Shard(folder / name, int(item["images"]), int(item["bytes"]))
                 shards.append(shard)
                 listed[str(shard.path)] = (split, shard)
             total = int(entry["images"])
@@ -184,19 +212,6 @@ def open_shards(data: str | Path) -> ShardSet:
     )
 
 
-def check_readers(num_shards: int, world: int, workers: int, what: str = "training") -> None:
-    """Every reader (process × DataLoader worker) streams its own shards: refuse fewer shards than readers, where
-    readers would share shards and read each other's images only to skip them."""
-    readers = world * max(1, workers)
-    if num_shards < readers:
-        raise ValueError(
-            f"{num_shards} {what} shard(s) cannot feed {world} process(es) × {max(1, workers)} worker(s) = {readers} "
-            f"readers: pass --workers {max(1, num_shards // world) if num_shards >= world else 0}, or write "
-            f"at least {readers} shards (mlp-mixer shard SRC OUT --shard-size N images, N <= "
-            "images / readers)"
-        )
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Reading: who reads what
 
@@ -210,6 +225,14 @@ def epoch_order(shards: list[Shard], seed: int, epoch: int, shuffle: bool) -> li
     return order
 
 
+def epoch_offset(total: int, seed: int, epoch: int, shuffle: bool) -> int:
+    """Where the epoch's image sequence starts in its shard order (training: drawn from (seed, epoch); else 0).
+
+    The readers' ranges are cut from the sequence rotated by this offset, so that with fewer shards than readers
+    (one shard read by four readers) a reader's images still change from epoch to epoch."""
+    return random.Random(f"shard-offset-{seed}-{epoch}").randrange(total) if shuffle and total else 0
+
+
 def reader_range(total: int, rank: int, world: int, worker: int, workers: int) -> tuple[int, int]:
     """Positions ``[start, stop)`` of the epoch's image sequence that one reader reads: the process's contiguous
     ``1 / world`` of the sequence, then the worker's contiguous ``1 / workers`` of that. Ranges of all readers
@@ -219,11 +242,12 @@ def reader_range(total: int, rank: int, world: int, worker: int, workers: int) -
     return first + n * worker // workers, first + n * (worker + 1) // workers
 
 
-def reader_pieces(order: list[Shard], start: int, stop: int) -> list[tuple[Shard, int, int]]:
-    """The parts of shards that positions ``[start, stop)`` of the concatenated ``order`` fall in:
-    ``(shard, first image, end image)`` within each shard."""
-    pieces, offset = [], 0
-    for shard in order:
+def reader_pieces(order: list[Shard], start: int, stop: int, rotate: int = 0) -> list[tuple[Shard, int, int]]:
+    """The parts of shards that positions ``[start, stop)`` of the concatenated ``order``, rotated to start at
+    position ``rotate``, fall in: ``(shard, first image, end image)`` within each shard (a range that wraps round
+    the end takes the last shard's tail and then the first shard's head)."""
+    pieces, offset = [], -rotate
+    for shard in order + order:
         lo, hi = max(start, offset), min(stop, offset + shard.images)
         if lo < hi:
             pieces.append((shard, lo - offset, hi - offset))
@@ -231,10 +255,34 @@ def reader_pieces(order: list[Shard], start: int, stop: int) -> list[tuple[Shard
     return pieces
 
 
+def sample_offset(shard: Shard, first: int) -> int:
+    """The byte offset in ``shard`` where sample ``first`` (counted from 0) starts, found from the tar headers
+    alone: each member's data is seeked over, not read, so a reader whose range starts deep inside a shard reads
+    ~1 KB per image before it instead of the images. Samples are grouped by key as ``webdataset`` groups them."""
+    from webdataset.tariterators import base_plus_ext
+
+    count, key = 0, None
+    with tarfile.open(shard.path, "r:") as tar:
+        while (member := tar.next()) is not None:
+            prefix = base_plus_ext(member.name)[0] if member.isreg() else None
+            if prefix is None or (member.name.startswith("__") and member.name.endswith("__")):
+                continue  # what webdataset skips: not a regular file, no extension, tar metadata
+            if prefix != key:
+                if count == first:
+                    return member.offset
+                key, count = prefix, count + 1
+            tar.members.clear()  # headers only: keep none of them
+    raise ShardError(
+        f"shard {shard.path} holds {count} images, its index says {shard.images}: truncated or rewritten; "
+        "write the shards again (mlp-mixer shard)"
+    )
+
+
 def read_shard(shard: Shard, first: int, end: int, num_classes: int) -> Iterator[Record]:
-    """Images ``first .. end - 1`` of ``shard`` (read in order with ``webdataset``; those before ``first`` are read
-    past, not decoded), each checked: one image file, a decimal ``.cls`` label among the classes. Also checks that
-    the shard holds the number of images the index says when read to its end.
+    """Images ``first .. end - 1`` of ``shard``, read in order with ``webdataset`` from where image ``first``
+    starts (:func:`sample_offset`: the images before it are not read), each checked: one image file, a decimal
+    ``.cls`` label among the classes. Also checks that the shard holds the number of images the index says when
+    read to its end.
 
     Raises:
         ShardError: a truncated or unreadable tar, a sample without an image or a label, a label outside the
@@ -242,20 +290,19 @@ def read_shard(shard: Shard, first: int, end: int, num_classes: int) -> Iterator
     """
     from webdataset import tariterators
 
-    position = 0
+    position = first
     try:
         with shard.path.open("rb") as stream:
-            samples = tariterators.group_by_keys(
-                tariterators.tar_file_expander([{"url": str(shard.path), "stream": stream}])
-            )
+            if first:
+                stream.seek(sample_offset(shard, first))
+            samples = tariterators.group_by_keys(_members(stream, shard.path))
             for sample in samples:
                 if position >= shard.images:
                     raise ShardError(
                         f"shard {shard.path} holds more than the {shard.images} images its index says; write the "
                         "shards again (mlp-mixer shard)"
                     )
-                if position >= first:
-                    yield _record(shard, sample, num_classes)
+                yield _record(shard, sample, num_classes)
                 position += 1
                 if position >= end and end < shard.images:
                     return
@@ -270,6 +317,24 @@ def read_shard(shard: Shard, first: int, end: int, num_classes: int) -> Iterator
             f"shard {shard.path} holds {position} images, its index says {shard.images}: truncated or rewritten; "
             "write the shards again (mlp-mixer shard)"
         )
+
+
+def _members(stream: IO[bytes], path: Path) -> Iterator[dict[str, Any]]:
+    """The files of a tar stream, as ``webdataset``'s ``tar_file_expander`` yields them, each member's size read
+    from its header and checked before its data is: a GNU-sparse member, or one in a gzip-compressed shard, can
+    declare gigabytes in a few bytes, and a shard's member is an image file under the same cap as one on disk
+    (``limits.MAX_FILE_BYTES``). Skipping a member never expands it: only its stored blocks are passed."""
+    with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        for member in tar:
+            if not member.isreg() or re.match(r"__[^/]*__($|/)", member.name):  # what webdataset skips
+                continue
+            if member.size > limits.MAX_FILE_BYTES:
+                raise ShardError(
+                    f"shard {path}: member {member.name} declares {member.size:,} bytes, over the limit of "
+                    f"{limits.MAX_FILE_BYTES / 2**20:g} MiB per image (MLP_MIXER_MAX_FILE_MB)"
+                )
+            yield {"fname": member.name, "data": tar.extractfile(member).read(), "__url__": str(path)}
+            tar.members = []  # keep no headers of what was read
 
 
 def _first_line(err: BaseException) -> str:
@@ -325,9 +390,10 @@ def reader_samples(
 ) -> Iterator[Record]:
     """What one reader (``worker`` of ``workers`` in process ``rank`` of ``world``) reads in ``epoch`` (see the
     module's docstring): a function of these arguments only."""
-    order = epoch_order(shards, seed, epoch, shuffle)
-    start, stop = reader_range(sum(s.images for s in shards), rank, world, worker, workers)
-    records = (r for shard, a, b in reader_pieces(order, start, stop) for r in read_shard(shard, a, b, num_classes))
+    order, total = epoch_order(shards, seed, epoch, shuffle), sum(s.images for s in shards)
+    start, stop = reader_range(total, rank, world, worker, workers)
+    pieces = reader_pieces(order, start, stop, epoch_offset(total, seed, epoch, shuffle))
+    records = (r for shard, a, b in pieces for r in read_shard(shard, a, b, num_classes))
     if shuffle and buffer > 1:
         records = shuffle_buffer(records, buffer, random.Random(f"shard-buffer-{seed}-{epoch}-{rank}-{worker}"))
     yield from records

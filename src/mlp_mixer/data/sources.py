@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from . import cifar, folder, mnist, shard_reader, shards
+from . import cifar, folder, hf, mnist, shard_reader, shards
 from .splits import DataSplits, EvalSplit
 
 __all__ = ["DataSplits", "EvalSplit", "data_kind", "eval_split", "load_splits", "source_of"]
@@ -22,6 +22,8 @@ def source_of(data: str | Path | None) -> ModuleType:
     and a few files only; whether the data is usable is found out by the module's ``load_splits``."""
     if data is None:
         return mnist
+    if hf.is_hf(data):  # a Hugging Face dataset: hf:owner/name, a save_to_disk folder, Parquet files
+        return hf
     if shards.is_shards(data):
         return shard_reader
     if cifar.cifar_kind(data):
@@ -37,7 +39,8 @@ def load_splits(data: str | Path | None, val_fraction: float = 0.1, in_channels:
         data: None for the embedded MNIST digits (4,000 / 1,000); a CIFAR-10/100 python-pickle folder (train
             batches / test batch); an ImageFolder root: ``ROOT/train/<class>/...`` and ``ROOT/val/<class>/...``,
             or ``ROOT/<class>/...`` split per class with ``val_fraction`` held out (fixed seed); or WebDataset
-            shards: their ``index.json``, its folder, or a brace pattern of shards.
+            shards: their ``index.json``, its folder, or a brace pattern of shards; or a Hugging Face dataset
+            (``hf:owner/name``, a ``save_to_disk`` folder, Parquet files; options: :mod:`.hf`).
         val_fraction: the held-out share of a folder without ``val/``.
         in_channels: decode image files to this many channels; None infers 1 (all grayscale) or 3.
     """

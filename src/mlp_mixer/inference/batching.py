@@ -114,6 +114,9 @@ class MicroBatcher:
             await self._forward(loop, batch)
 
     async def _forward(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
+        batch = [item for item in batch if not item.future.done()]  # a request cancelled while queued costs nothing
+        if not batch:
+            return
         start = time.perf_counter()
         try:
             logits = await loop.run_in_executor(self._executor, self.forward, torch.stack([i.image for i in batch]))

@@ -7,19 +7,23 @@ error of its own in the output while the others are still predicted.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from ..data.decode import IMAGE_EXTENSIONS, read_image
 from ..data.geometry import eval_transform
 from ..utils.devices import resolve_device
+from ..utils.progress import progress_bar
 from ..weights.load import load_model
 
 GLOB_CHARS = "*?["
+# What would break a one-line-per-file output: control characters (a newline in a class or file name) and Unicode's
+# line separators; shown escaped, as Python writes them ("a\\nb").
+_LINE_BREAKERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass
@@ -131,7 +135,8 @@ class Predictor:
             paths: files, folders (searched recursively) and glob patterns.
             topk: how many classes per file; capped at the number of classes.
             batch_size: images per forward pass.
-            progress: show a progress bar; ``None`` shows it only on a terminal.
+            progress: show a progress bar; ``None``: a bar on a terminal, else a line on stderr every
+                ``utils.progress.PROGRESS_SECONDS`` (a log of a long run shows it is moving).
         """
         if topk < 1:
             raise ValueError(f"--topk must be at least 1, got {topk}")
@@ -139,7 +144,7 @@ class Predictor:
             raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
         topk = min(topk, self.model.num_classes)
         files, results = expand_paths(paths)
-        bar = tqdm(total=len(files), unit="img", disable=(not progress) if progress is not None else None)
+        bar = progress_bar(len(files), "predict", "files", progress)
         for batch in _batches(files, batch_size):
             images, good = [], []
             for path in batch:
@@ -159,13 +164,19 @@ class Predictor:
         return sorted(results, key=lambda r: order.get(r.path, -1))  # input errors first, then files in order
 
 
+def _one_line(text: str) -> str:
+    return _LINE_BREAKERS.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def format_predictions(predictions: list[Prediction]) -> str:
-    """One line per file: ``path: class (probability), ...`` or ``path: error: ...``."""
+    """One line per file: ``path: class (probability), ...`` or ``path: error: ...``; a newline (or another control
+    character) in a class name, a file name or an error is shown escaped, so each file stays one line."""
     lines = []
     for p in predictions:
         if p.error is not None:
-            lines.append(f"{p.path}: error: {p.error.removeprefix(f'{p.path}: ')}")  # read_image names the file too
+            line = f"{p.path}: error: {p.error.removeprefix(f'{p.path}: ')}"  # read_image names the file too
         else:
             top = ", ".join(f"{c} ({prob:.4f})" for c, prob in zip(p.classes, p.probabilities, strict=True))
-            lines.append(f"{p.path}: {top}")
+            line = f"{p.path}: {top}"
+        lines.append(_one_line(line))
     return "\n".join(lines)

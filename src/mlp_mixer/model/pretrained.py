@@ -23,6 +23,7 @@ import torch
 from huggingface_hub import ModelHubMixin, PyTorchModelHubMixin
 
 from ..utils.files import write_bytes, write_json
+from ..utils.limits import check_safetensors, check_tensors, check_torch_file
 from ..utils.sources import hub_id as hub_id  # the rule lives there, torch-free, for the command line's check
 from .variants import TIMM_NAMES, seed_names
 
@@ -96,6 +97,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
+    check_safetensors(path)  # the tensors' count and bytes from the header, before any is read
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as err:
@@ -117,10 +119,12 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """A ``.safetensors`` file, or a ``pytorch_model.bin`` read weights-only (no code runs from it)."""
     if path.suffix == ".safetensors":
         return read_safetensors(path)
+    check_torch_file(path)  # the budget, before torch.load builds anything
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and weights-only errors have many types
         raise ValueError(f"{path} cannot be read as a weights-only state dict: {err}") from err
+    check_tensors(state, path)
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
     return state
@@ -360,14 +364,15 @@ class Pretrained(
         if not isinstance(stored, dict):
             names = [n for n in cls._hub_mixin_init_parameters if n != "self"]
             stored = {n: config[n] for n in names if n in config}
-        arguments = {**stored, **seed_names(overrides)}
+        overrides = seed_names(overrides)
+        arguments = {**stored, **overrides}
         try:
             with torch.device("meta"):
                 model = cls(**arguments)  # image_size may be a JSON list: the model takes any pair
         except (TypeError, ValueError, KeyError) as err:
             raise ValueError(f"{source} has an invalid model_config: {err}") from err
         state = {k: v.float().contiguous() if torch.is_tensor(v) else v for k, v in state.items()}
-        new_head = _fit_head_and_stem(model, state)
+        new_head = _fit_head_and_stem(model, state, "num_classes" in overrides, "in_channels" in overrides)
         sizes = ", ".join(f"{k} {v}" for k, v in arguments.items())
         try:
             result = model.load_state_dict(state, strict=False, assign=True)
@@ -401,16 +406,17 @@ class Pretrained(
         return model.eval()
 
 
-def _fit_head_and_stem(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
-    """Make ``state`` fit a model whose ``num_classes`` or ``in_channels`` were overridden: drop a head of another
-    size (returns True: the model needs a new one) and adapt a stem of another channel count, as timm does."""
+def _fit_head_and_stem(model: torch.nn.Module, state: dict[str, torch.Tensor], head: bool, stem: bool) -> bool:
+    """Make ``state`` fit a model whose ``num_classes`` (``head``) or ``in_channels`` (``stem``) were overridden:
+    drop a head of another size (returns True: the model needs a new one) and adapt a stem of another channel
+    count, as timm does. Without an override a weight of the wrong shape stays, so loading it fails and says so."""
     expected = model.state_dict()
-    head = [k for k in state if k.startswith("head.")]
-    new_head = any(k not in expected or state[k].shape != expected[k].shape for k in head)
+    heads = [k for k in state if k.startswith("head.")]
+    new_head = head and any(k not in expected or state[k].shape != expected[k].shape for k in heads)
     if new_head:
-        for key in head:
+        for key in heads:
             del state[key]
-    stem = state.get("stem.weight")
-    if torch.is_tensor(stem) and stem.ndim == 4 and stem.shape[1] != model.in_channels:
-        state["stem.weight"] = adapt_stem(stem, model.in_channels)
+    weight = state.get("stem.weight")
+    if stem and torch.is_tensor(weight) and weight.ndim == 4 and weight.shape[1] != model.in_channels:
+        state["stem.weight"] = adapt_stem(weight, model.in_channels)
     return new_head and model.num_classes > 0

@@ -44,7 +44,8 @@ def prepare_run(
             param.requires_grad = name.startswith("head.")
     attach_transforms(splits, config, preprocessing)
     if config.amp and not native_bf16(device):
-        notes.append(f"--amp: this {device.type.upper()} has no native bf16; training in fp32 instead")
+        where = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else device.type.upper()
+        notes.append(f"bf16 autocast (--amp): no native bf16 here ({where}); training in fp32 instead")
         config = config.replace(amp=False)
     if config.compile and device.type == "cpu":
         # Measured with `mlp-mixer bench` (benchmarks/results/bench_cpu.md): a compiled CPU training step of the

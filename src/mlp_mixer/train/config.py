@@ -126,12 +126,15 @@ DEFAULTS: dict[str, Any] = dict(
 # What each kind of data starts from when no model is given: a small Mixer for a CPU (sizes: variants.py).
 DATA_DEFAULTS: dict[str, dict[str, Any]] = {
     # The embedded default (README's first command); the recipe is measured in docs/train.md. Digits are not
-    # mirror-symmetric: no flips; small rotations, shifts and zooms instead.
+    # mirror-symmetric: no flips; small rotations, shifts and zooms instead. erf GELU and bf16 autocast (where bf16
+    # is native) for speed: ATen's tanh GELU cost a quarter of a step, and bf16 GEMMs run ~2x fp32's on AVX512-BF16.
     "mnist": dict(
         **MNIST,
+        gelu="exact",
         epochs=20,
-        batch_size=64,
-        lr=3e-3,
+        batch_size=32,
+        lr=2e-3,
+        amp=True,
         warmup_epochs=2.0,
         weight_decay=0.01,
         affine=[12.0, 0.1, 0.1],
@@ -387,6 +390,8 @@ def default_output(data: str | None) -> str:
     """``runs/mnist`` for the embedded default, else ``runs/<folder name>``; a new run replaces an old one."""
     if data is None:
         return str(Path("runs") / "mnist")
+    if data.startswith("hf:"):  # hf:owner/name?options -> runs/name
+        return str(Path("runs") / (data[3:].split("?")[0].rstrip("/").split("/")[-1] or "data"))
     if is_shards(data) and not Path(data).is_dir():  # an index or a pattern: the shards' folder
         return str(Path("runs") / (Path(data).resolve().parent.name or "data"))
     return str(Path("runs") / (Path(data).resolve().name or "data"))

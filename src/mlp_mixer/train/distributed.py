@@ -125,7 +125,8 @@ def check_config(batch_size: int, grad_accum: int, num_train: int, fsdp: bool, e
         batch_size: the global batch (``--batch-size``), split evenly so that every process weighs its images
             as the single process would.
         grad_accum: micro-batches per process and step; each needs at least one image.
-        num_train: training images; with several processes at least one global batch is needed.
+        num_train: training images. Fewer than one global batch is one step of them all an epoch, as on one
+            process (each process takes its share), so a small dataset trains with the default batch.
         fsdp, ema: ``--fsdp`` shards the weights, which the EMA copy does not follow.
     """
     w = world_size()
@@ -143,10 +144,8 @@ def check_config(batch_size: int, grad_accum: int, num_train: int, fsdp: bool, e
             f"--batch-size {batch_size} over {w} processes leaves {batch_size // w} image(s) per process, fewer "
             f"than --grad-accum {grad_accum}"
         )
-    if num_train < batch_size:
-        raise ValueError(
-            f"{num_train} training images do not fill one global batch of --batch-size {batch_size} on {w} processes"
-        )
+    if num_train < w:
+        raise ValueError(f"{num_train} training image(s) cannot be shared by {w} processes")
 
 
 def shard_batch(batch: Sequence[int]) -> list[int]:

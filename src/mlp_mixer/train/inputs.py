@@ -11,7 +11,6 @@ import torch
 
 from ..data.loader import Batch, iterate_stream
 from ..data.shard_reader import ShardImages
-from ..data.shards import check_readers
 from ..data.sources import load_splits
 from ..data.splits import DataSplits
 from ..data.transforms import eval_geometry, random_affine, random_hflip, train_geometry
@@ -50,12 +49,9 @@ def seed_global(seed: int, device: torch.device) -> None:
 
 
 def open_data(config: TrainConfig) -> DataSplits:
-    """The train and held-out splits of ``config.data`` (no transforms yet); fails with one line if unusable,
-    also when shards are too few for every process and worker to read its own."""
-    splits = load_splits(config.data, config.val_fraction, config.in_channels)
-    if splits.train.streamed:
-        check_readers(len(splits.train.shards), distributed.world_size(), config.workers)
-    return splits
+    """The train and held-out splits of ``config.data`` (no transforms yet); fails with one line if unusable.
+    Any number of shards feeds any number of processes × workers (readers split at the sample level)."""
+    return load_splits(config.data, config.val_fraction, config.in_channels)
 
 
 def shard_epoch(

@@ -34,6 +34,7 @@ from ..analysis.evaluate import EvalResult, evaluate_model, write_report
 from ..model.mixer import count_parameters
 from ..utils.cores import fit_to_cores
 from ..utils.devices import loadavg, machine_info, resolve_device
+from ..utils.progress import progress_bar
 from . import distributed, signals
 from .build import prepare_run
 from .checkpointing import make_checkpoint, resume_config
@@ -190,9 +191,11 @@ def run_epoch(run: Run, dataset: torch.utils.data.Dataset, interrupt: signals.In
         count = run.steps_per_epoch - run.batch
     else:
         batches = epoch_batches(len(dataset), config.batch_size, config.seed, run.epoch)[run.batch :]
-        batches = [distributed.shard_batch(b) for b in batches]  # this process's part of each batch
+        parts = [distributed.shard_batch(b) for b in batches]  # this process's part of each batch
         dataset.epoch_seed = mix_seed(config.seed, 4, run.epoch)
-        stream, count = datalib.iterate_batches(dataset, batches, config.workers, run.device), len(batches)
+        # spares: unreadable files never leave a process short of images (or of a step) at any step
+        stream = datalib.iterate_batches(dataset, parts, config.workers, run.device, spares=batches)
+        count = len(batches)
     progress = _progress(count, f"epoch {run.epoch + 1}/{config.epochs}")
     try:
         return train_one_epoch(run, stream, interrupt, progress)
@@ -398,6 +401,4 @@ def finish(
 def _progress(total: int, desc: str) -> Any:
     if not is_main_process():
         return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, disable=None, unit="step")
+    return progress_bar(total, desc, "step")  # a bar on a terminal, a line every few seconds in a log

@@ -25,6 +25,7 @@ import torch
 from ..model.mixer import MLPMixer
 from ..model.pretrained import CONFIG_NAME, WEIGHTS_NAME
 from ..utils.files import atomic_save
+from ..utils.limits import check_tensors, check_torch_file
 
 # What a run folder holds, in the order a reader of weights prefers them (training resumes from last.pt instead).
 RUN_CHECKPOINTS = ("best.pt", "last.pt")
@@ -46,11 +47,14 @@ def resolve_checkpoint(path: str | Path, names: tuple[str, ...] = RUN_CHECKPOINT
 
 
 def read_torch_file(path: Path, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` with ``weights_only=True`` (never unpickle code); a missing or damaged file names itself."""
+    """``torch.load`` with ``weights_only=True`` (never unpickle code), within the weights budget checked before
+    (:func:`~mlp_mixer.utils.limits.check_torch_file`) and after (tensors' logical sizes); a missing or damaged file
+    names itself."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    check_torch_file(path)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        loaded = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for truncated or foreign files
         if "Weights only load failed" in str(err):  # torch's advice here is the unsafe way: never repeat it
             reason = "it holds Python objects besides tensors, which are never unpickled (that could run code)"
@@ -59,6 +63,7 @@ def read_torch_file(path: Path, map_location: str | torch.device = "cpu") -> Any
         else:
             reason = "not a PyTorch checkpoint"
         raise ValueError(f"checkpoint {path} cannot be read: {reason}") from err
+    return check_tensors(loaded, f"checkpoint {path}")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

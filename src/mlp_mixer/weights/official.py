@@ -9,7 +9,9 @@ inferred from the shapes (:mod:`.shapes`); files are read with ``allow_pickle=Fa
 
 from __future__ import annotations
 
+import math
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import torch
 from ..model.mixer import MLPMixer
 from ..model.pretrained import Preprocessing
 from ..utils.files import atomic_write
+from ..utils.limits import BudgetError, check_weights
 from .shapes import config_from_state_dict
 
 # official module path -> ours; blocks are MixerBlock_{i} -> blocks.{i}
@@ -93,7 +96,7 @@ def _official_tree(params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def official_to_state_dict(
-    params: Mapping[str, np.ndarray], source: str | Path = "checkpoint"
+    params: Mapping[str, np.ndarray | torch.Tensor], source: str | Path = "checkpoint"
 ) -> dict[str, torch.Tensor]:
     """Official flax params (flat, '/'-joined, as in the ``.npz`` files) -> our state dict.
 
@@ -113,7 +116,8 @@ def official_to_state_dict(
         if param not in _OFFICIAL_PARAM:
             unknown.append(key)
             continue
-        tensor = torch.from_numpy(np.asarray(value, dtype=np.float32))
+        # meta tensors (headers only, see load_official_npz) or arrays
+        tensor = value.float() if torch.is_tensor(value) else torch.from_numpy(np.asarray(value, dtype=np.float32))
         if param == "kernel":
             tensor = (
                 tensor.permute(3, 2, 0, 1) if tensor.ndim == 4 else tensor.t()
@@ -141,9 +145,52 @@ def state_dict_to_official(state: Mapping[str, torch.Tensor]) -> dict[str, np.nd
     return params
 
 
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
+def _npz_headers(path: Path) -> dict[str, torch.Tensor]:
+    """Each array of an ``.npz`` as a meta tensor of its shape, from the zip's and the ``.npy`` headers alone.
+
+    Nothing is inflated: every member's declared uncompressed size must be its ``.npy`` header plus the array the
+    header declares (so inflating cannot give more), the arrays numeric (no object arrays, which would need
+    pickle), and their count and bytes within the weights budget (:func:`~mlp_mixer.utils.limits.check_weights`).
+    """
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    shapes, total = {}, 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            check_weights(path, len(members), sum(m.file_size for m in members))
+            for member in members:
+                key = member.filename.removesuffix(".npy")
+                with archive.open(member) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version not in ((1, 0), (2, 0)):
+                        raise ValueError(f"array {key!r} is in .npy format {version}, not 1.0 or 2.0")
+                    read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
+                    shape, _, dtype = read_header(f)
+                    if dtype.hasobject or dtype.kind not in "biuf":
+                        what = "Python objects, which are never unpickled" if dtype.hasobject else f"dtype {dtype}"
+                        raise ValueError(f"array {key!r} holds {what}; weights are numeric arrays")
+                    nbytes = math.prod(shape) * dtype.itemsize
+                    if member.file_size != f.tell() + nbytes:
+                        raise ValueError(
+                            f"array {key!r} declares {member.file_size:,} bytes, its header {f.tell() + nbytes:,}"
+                        )
+                total += nbytes
+                shapes[key] = torch.empty(shape, device="meta")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as err:
+        if isinstance(err, BudgetError):
+            raise
+        reason = (
+            "not a zip archive (truncated or not .npz)"
+            if isinstance(err, zipfile.BadZipFile)
+            else str(err).split("\n")[0][:200] or type(err).__name__
+        )
+        raise ValueError(f"{path} cannot be read as an .npz checkpoint: {reason}") from err
+    check_weights(path, len(shapes), total)
+    return shapes
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
@@ -158,13 +205,22 @@ def load_official_npz(path: str | Path, image_size: int | tuple[int, int] | None
 
     The model uses tanh GELU, which is what the official code computes, and the official preprocessing
     (pixels scaled to [-1, 1]; vit_jax resizes the whole image to the input size, so crop_pct 1).
+    The layout and every shape are checked from the headers first, on the meta device, so a file that is not a
+    Mixer's weights is refused before any of its arrays is inflated.
 
     Args:
         path: the ``.npz`` file, e.g. ``Mixer-B_16.npz``.
         image_size: the input size when the patch grid is not square (inferred otherwise).
     """
     path = Path(path)
-    state = official_to_state_dict(_read_npz(path), path)
+    _model_from_params(_npz_headers(path), image_size, path)
+    return _model_from_params(_read_npz(path), image_size, path)
+
+
+def _model_from_params(
+    params: Mapping[str, np.ndarray | torch.Tensor], image_size: int | tuple[int, int] | None, path: Path
+) -> MLPMixer:
+    state = official_to_state_dict(params, path)
     config = config_from_state_dict(state, image_size, "tanh", path)
     model = MLPMixer.from_state({"model_config": config}, state, path)
     model.preprocessing = Preprocessing.official(model.image_size, model.in_channels, crop_pct=1.0)
