@@ -158,7 +158,7 @@ def decode_image_bytes(
     if not data:
         raise ImageError(f"{name}: empty file")
     max_pixels = limits.MAX_PIXELS if max_pixels is None else max_pixels
-    _, width, height = image_header(data, name, max_pixels)  # ImageError where Pillow knows no such format
+    _, width, height = image_header(data, name, max_pixels)
     if width * height > max_pixels:
         raise TooLargeError(
             f"{name}: {width}x{height} is {width * height:,} pixels, over the limit of {max_pixels:,} "
