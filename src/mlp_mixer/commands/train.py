@@ -118,8 +118,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Flags over the ``--config`` file over nothing (unset fields are resolved by ``train``)."""
     values = load_config_file(args.config) if getattr(args, "config", None) else {}
     if values:
-        try:  # the file's own values first, so that an error in them names the file
-            resolve_config(TrainConfig(**values))
+        try:  # the file's own values first, so that an error in them names the file (the size of the run is
+            resolve_config(TrainConfig(**values), check_memory=False)  # checked with the flags over them)
         except (ValueError, TypeError) as err:
             raise ValueError(f"config file {args.config}: {err}") from err
     for name in FIELDS:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -190,8 +191,9 @@ def _as_list(value: Any, name: str, kind: type, length: int) -> list | None:
     return values
 
 
-def resolve_config(config: TrainConfig) -> TrainConfig:
-    """Fill every unset field (recipe, then data defaults, then :data:`DEFAULTS`) and check the values."""
+def resolve_config(config: TrainConfig, check_memory: bool = True) -> TrainConfig:
+    """Fill every unset field (recipe, then data defaults, then :data:`DEFAULTS`) and check the values
+    (``check_memory``: also that the model and batch fit this machine, as the final settings must)."""
     from ..data.sources import data_kind  # the dataset readers: not loaded to read the settings (--help)
 
     check_types(config)
@@ -220,7 +222,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     values["affine"] = _as_list(values["affine"], "--affine", float, 3)
     values["randaugment"] = _as_list(values["randaugment"], "--randaugment", int, 2)
     resolved = TrainConfig(**values)
-    check_config(resolved)
+    check_config(resolved, check_memory)
     return resolved
 
 
@@ -249,11 +251,12 @@ def check_types(c: TrainConfig) -> None:
         raise ValueError("--data is empty (leave it out for the embedded MNIST digits)")
 
 
-def check_config(c: TrainConfig) -> None:
+def check_config(c: TrainConfig, check_memory: bool = True) -> None:
     """Reject values that cannot work, with the option's name, before anything is loaded."""
     for name, allowed in CHOICES.items():
         if getattr(c, name) not in allowed:
-            raise ValueError(f"--{name} must be one of {', '.join(allowed)}, got {getattr(c, name)!r}")
+            shown = ", ".join(str(a) for a in allowed if a is not None)
+            raise ValueError(f"--{name} must be one of {shown}, got {getattr(c, name)!r}")
     for name in ("epochs", "batch_size", "grad_accum"):
         if not isinstance(getattr(c, name), int) or getattr(c, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(c, name)!r}")
@@ -300,7 +303,8 @@ def check_config(c: TrainConfig) -> None:
     if c.seed is not None and not 0 <= c.seed < 2**63:  # torch's generators take 64-bit seeds; ours mix 63 bits
         raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {c.seed}")
     _check_augmentation(c)
-    _check_model_memory(c)
+    if check_memory:
+        _check_model_memory(c)
 
 
 # What each augmentation can take: beyond these, RandAugment indexes past its 31 magnitude bins (IndexError
@@ -339,7 +343,9 @@ def _check_model_memory(c: TrainConfig) -> None:
     if sizes["image_size"] % sizes["patch_size"]:
         raise ValueError(f"image_size {sizes['image_size']} is not divisible by patch_size {sizes['patch_size']}")
     sizes.update(in_channels=c.in_channels or 3, num_classes=c.num_classes or 0)
-    check_model_size(sizes, "the options", batch_size=max(1, c.batch_size // c.grad_accum), training=True)
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)  # under torchrun each process holds its share of a batch
+    batch = max(1, c.batch_size // c.grad_accum // max(1, world))
+    check_model_size(sizes, "the options", batch_size=batch, training=True)
 
 
 def _unique_key_loader() -> type:
