@@ -6,9 +6,11 @@ the process's file limit the server stops accepting anyone. :class:`ConnectionGu
 protocol (the fast one; :func:`protocol_class`) three bounds, the ones nginx has (``client_header_timeout``,
 ``client_body_timeout``, ``worker_connections``):
 
-- a request's headers must be complete ``header_timeout_s`` after the connection opens (or after the previous
-  response on a keep-alive connection), and be at most ``max_header_bytes``; else 408 (431) and the connection
-  closes;
+- a request's headers must be complete ``header_timeout_s`` after the connection opens, and be at most
+  ``max_header_bytes``; else 408 (431) and the connection closes;
+- a keep-alive connection closes ``keep_alive_s`` after its last response unless the next request's headers are
+  complete by then (the same one timer, also uvicorn's ``timeout_keep_alive``: :func:`.serve.make_server`);
+  longer than the clients' own idle expiry, so the server's close never crosses a client's next request;
 - its body must be complete ``body_timeout_s`` after the headers; else 408 and the connection closes;
 - at ``max_connections`` open connections, a new one closes the oldest connection that has no request in
   progress (one still sending its headers, or idle between keep-alive requests); when every connection has a
@@ -37,7 +39,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .options import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_CONNECTIONS
+from .options import DEFAULT_BODY_TIMEOUT_S, DEFAULT_HEADER_TIMEOUT_S, DEFAULT_KEEP_ALIVE_S, DEFAULT_MAX_CONNECTIONS
 
 log = logging.getLogger("mlp_mixer.serve")
 MAX_HEADER_BYTES = 64 * 1024  # request line and headers; nginx allows 4 x 8 kB by default
@@ -61,8 +63,10 @@ class ConnectionGuard:
         max_connections: most open connections.
         header_timeout_s: deadline for a request's headers.
         body_timeout_s: deadline for a request's body, from its last header.
+        keep_alive_s: deadline for the next request's headers on a keep-alive connection, from the last response.
         on_close: called with ``"header_timeout"``, ``"body_timeout"``, ``"headers_too_large"``, ``"evicted"``,
-            ``"refused"`` or ``"drain_deadline"`` for every connection the guard closes (counted in ``/metrics``).
+            ``"refused"``, ``"keep_alive"`` or ``"drain_deadline"`` for every connection the guard closes (counted
+            in ``/metrics``).
         max_header_bytes: largest request line and headers.
     """
 
@@ -73,16 +77,19 @@ class ConnectionGuard:
         body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
         on_close: Callable[[str], None] | None = None,
         max_header_bytes: int = MAX_HEADER_BYTES,
+        keep_alive_s: float = DEFAULT_KEEP_ALIVE_S,
     ) -> None:
         for name, value in (
             ("max_connections", max_connections),
             ("header_timeout_s", header_timeout_s),
             ("body_timeout_s", body_timeout_s),
+            ("keep_alive_s", keep_alive_s),
         ):
             if value <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
         self.max_connections, self.max_header_bytes = max_connections, max_header_bytes
         self.header_timeout_s, self.body_timeout_s = header_timeout_s, body_timeout_s
+        self.keep_alive_s = keep_alive_s
         self.on_close = on_close or (lambda reason: None)
         self.open = 0
         self.idle: OrderedDict[GuardedProtocol, None] = OrderedDict()  # no request in progress, oldest first
@@ -117,7 +124,7 @@ class GuardedProtocol(HttpToolsProtocol):
             self.close_with(FULL, "refused")
             return
         self._admitted = True
-        self._waiting_for_request()
+        self._waiting_for_request(self.guard.header_timeout_s, "header_timeout")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
@@ -157,11 +164,11 @@ class GuardedProtocol(HttpToolsProtocol):
         self.guard.on_close(reason)
 
     # ------------------------------------------------------------------ a request's phases
-    def _waiting_for_request(self) -> None:
+    def _waiting_for_request(self, seconds: float, reason: str) -> None:
         """No request in progress: the connection may be evicted, and its next headers have a deadline."""
         self.guard.idle[self] = None
         self._header_bytes = 0
-        self._arm(self.guard.header_timeout_s, "header_timeout")
+        self._arm(seconds, reason)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -185,7 +192,7 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing() and self._admitted:
-            self._waiting_for_request()
+            self._waiting_for_request(self.guard.keep_alive_s, "keep_alive")
 
     # ------------------------------------------------------------------ the one timer
     def _arm(self, seconds: float, reason: str) -> None:

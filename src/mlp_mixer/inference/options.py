@@ -16,5 +16,10 @@ DEFAULT_MAX_QUEUE = 256
 DEFAULT_MAX_INFLIGHT_MB = 512.0  # request bodies held in memory at once, all requests together
 DEFAULT_MAX_CONNECTIONS = 1000  # open connections; at the cap the oldest idle one makes room, or the new one gets 503
 DEFAULT_HEADER_TIMEOUT_S = 10.0  # from a connection's (or a keep-alive request's) first byte to its last header
+# An idle keep-alive connection's life after a response: longer than the idle expiry of the usual clients (httpx
+# 5 s, aiohttp 15 s), so a client never sends a request on a connection the server is closing at that instant
+# (uvicorn's own 5 s equals httpx's: the two closes crossed, and httpx reported a ReadError on a POST it cannot
+# retry). Idle connections are the first evicted at the connection cap, so a longer life costs no availability.
+DEFAULT_KEEP_ALIVE_S = 20.0
 DEFAULT_BODY_TIMEOUT_S = 60.0  # from the last header to the last byte of the body: 16 MB at 0.27 MB/s
 DEFAULT_DRAIN_TIMEOUT_S = 30.0  # after SIGTERM, the longest the process stays up, requests in flight included

@@ -138,7 +138,8 @@ class _Metrics:
         self.closed = Counter(
             "mixer_connections_closed",
             "connections the server closed itself: header_timeout, body_timeout (408), headers_too_large (431), "
-            "evicted (idle, at the connection cap), refused (503 at the cap), drain_deadline (503)",
+            "evicted (idle, at the connection cap), refused (503 at the cap), keep_alive (idle after a response), "
+            "drain_deadline (503)",
             ["reason"],
             registry=self.registry,
         )
@@ -459,6 +460,9 @@ def make_server(
         log_level=log_level,
         http=protocol_class(app.state.guard),
         timeout_graceful_shutdown=drain_timeout_s,
+        # The guard closes idle keep-alive connections (counted); uvicorn's own timer, 5 s by default (httpx's
+        # expiry too, so the closes crossed requests), stays behind it.
+        timeout_keep_alive=app.state.guard.keep_alive_s + 1,
         access_log=False,  # one line per request is an attacker's way to fill the disk; /metrics counts them
     )
     return DrainingServer(config, app.state.serve, drain_timeout_s)
