@@ -90,3 +90,15 @@ def test_hub_id_offline_says_what_to_fetch(tmp_path, monkeypatch):
     assert "Offline?" in message and "hf download timm/mixer_b16_224.goog_in21k_ft_in1k config.json" in message
     with pytest.raises(FileNotFoundError, match="no/such/dir does not exist"):
         mlp_mixer.from_pretrained(str(tmp_path / "no" / "such" / "dir"))
+
+
+def test_a_bad_architecture_in_config_json_names_config_json(tiny_model, tmp_path):
+    """The error for an impossible size points at the file that states it, not at the weights beside it."""
+    directory = tmp_path / "pretrained"
+    tiny_model.save_pretrained(directory)
+    config = json.loads((directory / "config.json").read_text())
+    config["depth"] = -3
+    (directory / "config.json").write_text(json.dumps(config))
+    for load in (mlp_mixer.from_pretrained, MLPMixer.from_pretrained):
+        with pytest.raises(ValueError, match=r"config\.json has an invalid model_config: depth must be a positive"):
+            load(directory)

@@ -337,7 +337,8 @@ class Pretrained(
                 path = Path(hub_mixin.hf_hub_download(repo_id=model_id, filename=PICKLE_WEIGHTS_NAME, **download))
         if config is None:
             raise FileNotFoundError(f"{model_id} has no {CONFIG_NAME}, which states the architecture of its weights")
-        model = cls.from_state(config, read_weights(path), path, strict=strict, **arguments)
+        config_file = Path(model_id) / CONFIG_NAME if Path(model_id).is_dir() else f"{model_id}/{CONFIG_NAME}"
+        model = cls.from_state(config, read_weights(path), path, strict=strict, config_source=config_file, **arguments)
         model._hub_mixin_config = config  # what save_pretrained keeps of it (the user's keys)
         model.source = model_id
         return model.to(map_location)
@@ -350,6 +351,7 @@ class Pretrained(
         source: str | Path,
         *,
         strict: bool = True,
+        config_source: str | Path | None = None,
         **overrides: Any,
     ) -> T:
         """A model from a ``config.json``-like dict (constructor arguments, ``classes``, ``preprocessing``; or
@@ -359,6 +361,7 @@ class Pretrained(
         ``overrides`` are constructor arguments (ours or timm's names) that replace the stored ones; a head or stem
         that then no longer fits the weights is made anew (zero head) or adapted (:func:`adapt_stem`), as timm does.
         ``strict=False`` ignores weights the model has no place for; a missing weight is always an error.
+        ``config_source``: the file ``config`` was read from, when not ``source`` (named in its errors).
         """
         stored = config.get("model_config")
         if not isinstance(stored, dict):
@@ -370,7 +373,7 @@ class Pretrained(
             with torch.device("meta"):
                 model = cls(**arguments)  # image_size may be a JSON list: the model takes any pair
         except (TypeError, ValueError, KeyError) as err:
-            raise ValueError(f"{source} has an invalid model_config: {err}") from err
+            raise ValueError(f"{config_source or source} has an invalid model_config: {err}") from err
         state = {k: v.float().contiguous() if torch.is_tensor(v) else v for k, v in state.items()}
         new_head = _fit_head_and_stem(model, state, "num_classes" in overrides, "in_channels" in overrides)
         sizes = ", ".join(f"{k} {v}" for k, v in arguments.items())

@@ -14,7 +14,16 @@ from typing import Any
 import torch
 
 from ..model.mixer import MLPMixer
-from ..model.pretrained import hub_download, hub_id, is_ours, read_config, read_safetensors, read_weights, weights_file
+from ..model.pretrained import (
+    CONFIG_NAME,
+    hub_download,
+    hub_id,
+    is_ours,
+    read_config,
+    read_safetensors,
+    read_weights,
+    weights_file,
+)
 from ..utils.sources import check_source
 from .checkpoint import check_checkpoint, read_torch_file, resolve_checkpoint
 from .download import download
@@ -85,7 +94,7 @@ def _load_directory(directory: Path, image_size: int | tuple[int, int] | None) -
     state = read_weights(weights)
     if not is_ours(config):  # a timm Hub repo (config.json + model.safetensors), converted
         return model_from_timm_directory(directory, config, state, image_size)
-    model = MLPMixer.from_state(config, state, weights)
+    model = MLPMixer.from_state(config, state, weights, config_source=directory / CONFIG_NAME)
     model.source = str(directory)
     return model
 
