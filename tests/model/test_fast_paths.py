@@ -10,8 +10,9 @@ from torch import nn
 from torch.profiler import profile
 
 from mlp_mixer import MLPMixer
-from mlp_mixer.model.fast_paths import FastPaths, MLPFunction, fast_paths
+from mlp_mixer.model.fast_paths import FastPaths, MLPFunction, cpu_choices, fast_paths
 from mlp_mixer.model.mixer import FeedForward, TokenLinear
+from mlp_mixer.utils.devices import cpu_vendor
 
 
 def kernel_calls(run) -> tuple[object, dict[str, int]]:
@@ -39,8 +40,9 @@ def test_switch_sets_and_restores_its_settings():
     with fast_paths(False) as inside:
         assert inside == fast_paths().settings and not inside.enabled
         assert inside.onednn_gemm == before.onednn_gemm and inside.onednn_min_macs == before.onednn_min_macs
-        with fast_paths(onednn_gemm=not before.onednn_gemm, onednn_min_macs=0) as nested:
+        with fast_paths(onednn_gemm=not before.onednn_gemm, onednn_min_macs=0, onednn_gelu=False) as nested:
             assert not nested.enabled and nested.onednn_gemm != before.onednn_gemm and nested.onednn_min_macs == 0
+            assert not nested.onednn_gelu
         assert fast_paths().settings == inside
     assert fast_paths().settings == before
     switch = fast_paths(False)  # without `with`: for the rest of the process, until set again
@@ -52,6 +54,18 @@ def test_switch_sets_and_restores_its_settings():
     with pytest.raises(ValueError, match="onednn_min_macs must be a non-negative integer, got -1"):
         fast_paths(onednn_min_macs=-1)
     assert fast_paths().settings == before
+
+
+def test_defaults_follow_the_cpu_class():
+    """oneDNN's GEMMs only on AMD with AVX-512, its fused GELU only with AVX-512 (the measured table); the
+    process's defaults are this CPU's row."""
+    assert cpu_choices("AuthenticAMD", "AVX512") == {"onednn_gemm": True, "onednn_gelu": True}
+    assert cpu_choices("AuthenticAMD", "AVX2") == {"onednn_gemm": False, "onednn_gelu": False}
+    assert cpu_choices("GenuineIntel", "AVX512") == {"onednn_gemm": False, "onednn_gelu": True}
+    assert cpu_choices("GenuineIntel", "AVX2") == {"onednn_gemm": False, "onednn_gelu": False}
+    assert cpu_choices(None, "DEFAULT") == {"onednn_gemm": False, "onednn_gelu": False}
+    here = cpu_choices(cpu_vendor(), torch.backends.cpu.get_cpu_capability())
+    assert {k: getattr(FastPaths(), k) for k in here} == here
 
 
 def test_switch_off_runs_the_three_modules(tiny_config):
@@ -70,18 +84,22 @@ def test_switch_off_runs_the_three_modules(tiny_config):
 
 
 @pytest.mark.parametrize("gelu", ["tanh", "exact"])
-def test_inference_fast_path_equals_plain_form(tiny_config, gelu):
-    """Without autograd, GELU runs in place; outputs equal the autograd (plain) path and the input is untouched."""
+@pytest.mark.parametrize("onednn_gelu", [True, False])
+@pytest.mark.parametrize("onednn_gemm", [True, False])
+def test_inference_fast_path_equals_plain_form(tiny_config, gelu, onednn_gelu, onednn_gemm):
+    """Without autograd, GELU runs in place; outputs equal the autograd (plain) path and the input is untouched,
+    with every choice of kernels (every GEMM counted as large)."""
     model = randomize(MLPMixer(**tiny_config, gelu=gelu)).eval()
     x = torch.randn(3, 3, 16, 16)
     before = x.clone()
     plain = model(x)  # parameters require grad: the out-of-place path
     assert plain.requires_grad
-    with torch.no_grad():
+    choice = fast_paths(onednn_gelu=onednn_gelu, onednn_gemm=onednn_gemm, onednn_min_macs=0)
+    with choice, torch.no_grad():
         fast = model(x)
         with fast_paths(False):
             switched_off = model(x)
-    with torch.inference_mode():
+    with choice, torch.inference_mode():
         fast_inference = model(x)
     torch.testing.assert_close(fast, plain.detach(), atol=1e-5, rtol=0)
     torch.testing.assert_close(fast_inference, plain.detach(), atol=1e-5, rtol=0)
@@ -101,7 +119,7 @@ def test_inference_fuses_channel_fc1_and_gelu_unless_watched(tiny_config, gelu):
     x = torch.randn(2, 3, 16, 16)
 
     def fused_calls(grad: bool = False) -> int:
-        with profile() as prof, torch.set_grad_enabled(grad):
+        with profile() as prof, torch.set_grad_enabled(grad), fast_paths(onednn_gelu=True, onednn_gemm=False):
             model(x)
         return sum(e.count for e in prof.key_averages() if e.key == "mkldnn::_linear_pointwise")
 
@@ -109,7 +127,7 @@ def test_inference_fuses_channel_fc1_and_gelu_unless_watched(tiny_config, gelu):
     assert fused_calls(grad=True) == 0
     seen = []
     handle = model.blocks[0].channel_mixing.act.register_forward_hook(lambda m, a, out: seen.append(out.shape))
-    with torch.no_grad():
+    with torch.no_grad(), fast_paths(onednn_gelu=True):
         model(x)
     assert seen == [(2, 16, tiny_config["channel_dim"])] and fused_calls() == tiny_config["depth"] - 1
     handle.remove()
@@ -166,7 +184,7 @@ def test_large_channel_gemms_follow_onednn_gemm(tiny_config, onednn):
         out, calls = kernel_calls(run)
         return out, calls["mkldnn::_linear_pointwise"]
 
-    with fast_paths(onednn_gemm=onednn, onednn_min_macs=0):
+    with fast_paths(onednn_gemm=onednn, onednn_min_macs=0, onednn_gelu=True):
         (loss, fast), calls = onednn_calls(lambda: train_step(model, x, y))
         assert calls == (4 * tiny_config["depth"] if onednn else 0)
         handles = [m.fc1.register_forward_hook(lambda *args: None) for m in model.modules() if hasattr(m, "fc1")]

@@ -5,9 +5,10 @@ these may run instead; each computes the same function (tests/model/test_fast_pa
 
 - **inference, any device**: the GELU works in place on fc1's output, sparing a second buffer of the widest
   activation (~10% faster on CPU).
-- **inference, CPU fp32, channel mixing**: fc1 and its GELU as one oneDNN call, the GELU applied to each output tile
-  while it is in cache. Both GELU forms cost the same there, so the official tanh GELU does not pay for ATen's slow
-  tanh-GELU kernel (docs/bench.md). Equal to the plain form to fp32 rounding.
+- **inference, CPU fp32, channel mixing**: where ``onednn_gelu`` is on (AVX-512), fc1 and its GELU as one oneDNN
+  call, the GELU applied to each output tile while it is in cache. Both GELU forms cost the same there, so the
+  official tanh GELU does not pay for ATen's slow tanh-GELU kernel (docs/bench.md). Equal to the plain form to fp32
+  rounding. Elsewhere fc1 (through :func:`cpu_linear`), then the GELU in place.
 - **training, CPU fp32**: :class:`MLPFunction`, the whole MLP as one autograd Function whose backward writes the
   GELU's gradient in place; gradients bit for bit those of the three modules.
 - **large CPU fp32 GEMMs of channel mixing** in the two above go to oneDNN instead of MKL where ``onednn_gemm`` is
@@ -36,16 +37,32 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from ..utils.devices import cpu_vendor
 
 
+def cpu_choices(vendor: str | None, capability: str) -> dict[str, bool]:
+    """The CPU kernels measured fastest for a CPU class, by its vendor (``/proc/cpuinfo``'s ``vendor_id``) and the
+    instruction set ATen dispatches to (``torch.backends.cpu.get_cpu_capability()``; oneDNN follows the CPU too).
+
+    From interleaved runs of ``benchmarks/cpu_choice_ab.py`` (docs/bench.md, "Per CPU class"). MKL runs the same AVX2
+    code on every AMD CPU (``mkl_blas_def_sgemm_kernel_0_zen``), so what differs between classes is oneDNN: with
+    AVX-512 its GEMMs beat MKL's by 1.1-1.5x and its GELU post-op is nearly free; held to AVX2 its GEMMs tie MKL's
+    or lose (0.8-1.0x at B/16) and the tanh-GELU post-op costs more than fc1 then ATen's GELU in place. Intel CPUs
+    keep MKL, where it was not measured to lose.
+    """
+    avx512 = capability.startswith("AVX512")
+    return {"onednn_gemm": vendor == "AuthenticAMD" and avx512, "onednn_gelu": avx512}
+
+
+_CHOICES = cpu_choices(cpu_vendor(), torch.backends.cpu.get_cpu_capability())
+
+
 @dataclasses.dataclass(frozen=True)
 class FastPaths:
-    """What the fast paths may do; :func:`fast_paths` changes it."""
+    """What the fast paths may do; :func:`fast_paths` changes it. Defaults: :func:`cpu_choices` for this CPU."""
 
     enabled: bool = True  # off: every MLP runs its three modules as written
-    # Where large fp32 GEMMs of channel mixing run. On AMD CPUs MKL runs slower code than on Intel's; oneDNN's GEMM
-    # was 1.1-1.5x faster there (AVX-512 and AVX2 alike) from ~2.7e8 multiply-adds up, and a tie or slower below
-    # ~1e8 (docs/bench.md). Intel CPUs keep MKL, where it was not measured to lose.
-    onednn_gemm: bool = cpu_vendor() == "AuthenticAMD"
+    onednn_gemm: bool = _CHOICES["onednn_gemm"]  # large fp32 GEMMs of channel mixing in oneDNN instead of MKL
+    # A tie or slower below ~1e8 multiply-adds a GEMM (docs/bench.md).
     onednn_min_macs: int = 2**27  # multiply-adds of one GEMM from which onednn_gemm sends it to oneDNN
+    onednn_gelu: bool = _CHOICES["onednn_gelu"]  # inference: channel mixing's fc1 and its GELU as one oneDNN call
 
 
 _settings = FastPaths()
@@ -58,8 +75,10 @@ class fast_paths:  # lowercase, as torch.set_grad_enabled: a call that is also a
     Args:
         enabled: False runs every MLP as its three modules (the plain form).
         onednn_gemm: send channel mixing's large fp32 GEMMs to oneDNN (True) or keep them in MKL (False).
-            Default: True on AMD CPUs.
+            Default: True on AMD CPUs with AVX-512 (:func:`cpu_choices`).
         onednn_min_macs: multiply-adds from which a GEMM counts as large (default 2**27).
+        onednn_gelu: in inference, run channel mixing's fc1 and its GELU as one oneDNN call (True) or fc1 through
+            :func:`cpu_linear` and then ATen's GELU in place (False). Default: True with AVX-512.
 
     ``fast_paths().settings`` is what is in force::
 
@@ -70,12 +89,22 @@ class fast_paths:  # lowercase, as torch.set_grad_enabled: a call that is also a
     """
 
     def __init__(
-        self, enabled: bool | None = None, *, onednn_gemm: bool | None = None, onednn_min_macs: int | None = None
+        self,
+        enabled: bool | None = None,
+        *,
+        onednn_gemm: bool | None = None,
+        onednn_min_macs: int | None = None,
+        onednn_gelu: bool | None = None,
     ) -> None:
         global _settings
         if onednn_min_macs is not None and (not isinstance(onednn_min_macs, int) or onednn_min_macs < 0):
             raise ValueError(f"onednn_min_macs must be a non-negative integer, got {onednn_min_macs!r}")
-        changes = {"enabled": enabled, "onednn_gemm": onednn_gemm, "onednn_min_macs": onednn_min_macs}
+        changes = {
+            "enabled": enabled,
+            "onednn_gemm": onednn_gemm,
+            "onednn_min_macs": onednn_min_macs,
+            "onednn_gelu": onednn_gelu,
+        }
         self.previous = _settings
         _settings = dataclasses.replace(_settings, **{k: v for k, v in changes.items() if v is not None})
         self.settings = _settings
@@ -146,7 +175,11 @@ def feed_forward(mlp: nn.Module, x: torch.Tensor, token: bool) -> torch.Tensor:
     if _needs_grad(mlp, x):
         return MLPFunction.apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, approximate, token)
     if not token and _cpu_fp32(mlp, x, token):
-        x = torch.ops.mkldnn._linear_pointwise(x, fc1.weight, fc1.bias, "gelu", [], approximate)  # fc1 and GELU
+        if _settings.onednn_gelu:  # fc1 and GELU in one call
+            x = torch.ops.mkldnn._linear_pointwise(x, fc1.weight, fc1.bias, "gelu", [], approximate)
+        else:
+            x = cpu_linear(x, fc1.weight, fc1.bias)
+            x = nn.functional.gelu(x, approximate=approximate, out=x)
         return mlp.drop2(cpu_linear(mlp.drop1(x), fc2.weight, fc2.bias))
     x = fc1(x)
     return mlp.drop2(fc2(mlp.drop1(nn.functional.gelu(x, approximate=approximate, out=x))))
