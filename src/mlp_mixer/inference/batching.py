@@ -7,6 +7,7 @@ The ``max_batch_size`` and batch timeout of Ray Serve and LitServe, for one mode
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,12 +32,13 @@ class MicroBatcher:
     """Gathers the images of concurrent requests into batches, one forward pass each.
 
     One worker task takes the first waiting image, then more until ``max_batch_size`` or ``max_wait_ms`` after
-    the first, and runs ``forward`` in its own thread, so the event loop keeps accepting and decoding requests
-    meanwhile; whatever arrives during a forward pass makes the next batch. Each image's future gets its own row.
+    the first, and runs ``forward`` off the event loop (in a thread of its own, or awaiting a worker process), so
+    the loop keeps accepting and decoding requests meanwhile; whatever arrives during a forward pass makes the next batch. Each image's future gets its own row.
     A batch waits only while a request is on its way (inside :meth:`arriving`): a lone client pays no wait.
 
     Args:
-        forward: float images (B, C, H, W) -> float32 logits (B, num_classes) on the CPU.
+        forward: float images (B, C, H, W) -> float32 logits (B, num_classes) on the CPU; a plain function runs in
+            a thread of its own, a coroutine function (:meth:`.worker.ModelWorker.forward`) on the event loop.
         max_batch_size: images per forward pass; 1 turns batching off.
         max_wait_ms: how long the first image of a batch waits for company; 0 takes only what is already queued.
         on_batch: called with ``(batch_size, seconds)`` after each forward pass (metrics).
@@ -118,8 +120,12 @@ class MicroBatcher:
         if not batch:
             return
         start = time.perf_counter()
+        images = torch.stack([i.image for i in batch])
         try:
-            logits = await loop.run_in_executor(self._executor, self.forward, torch.stack([i.image for i in batch]))
+            if inspect.iscoroutinefunction(self.forward):
+                logits = await self.forward(images)
+            else:
+                logits = await loop.run_in_executor(self._executor, self.forward, images)
         except Exception as err:  # a failed pass fails its requests (500), not the worker
             for item in batch:
                 if not item.future.done():

@@ -52,6 +52,7 @@ from .oip import OpenInference
 from .options import BACKENDS
 from .predict import Predictor
 from .uploads import ClientError, Intake, decode_uploads, parse_uploads
+from .worker import ModelWorker, WorkerError, onnx_forward
 
 log = logging.getLogger("mlp_mixer.serve")
 
@@ -90,24 +91,16 @@ def _variant_name(config: dict[str, Any]) -> str | None:
     return next((name for name, v in VARIANTS.items() if all(v[k] == config[k] for k in keys)), None)
 
 
-def _onnx_forward(
-    checkpoint: str | Path, digest: str, cache: str | Path | None, threads: int | None
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Export once per checkpoint digest to ``cache`` (:mod:`.export`, parity-verified), run with onnxruntime."""
-    import onnxruntime as ort
-
-    from .export import INPUT_NAME, OUTPUT_NAME, export
+def _onnx_model(checkpoint: str | Path, digest: str, cache: str | Path | None) -> Path:
+    """The checkpoint exported once per digest to ``cache`` (:mod:`.export`, parity-verified): the ``.onnx``."""
+    from .export import export
 
     root = Path(cache) if cache is not None else default_cache_dir("onnx")
     path = root / digest.split(":")[1][:16] / "model.onnx"
     if not path.is_file():
         log.info("exporting %s to %s", checkpoint, path)
         export(checkpoint, path, "onnx")
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda x: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0])
+    return path
 
 
 # --------------------------------------------------------------------------- shared state, metrics, admission
@@ -119,6 +112,12 @@ class ServeState:
 
     draining: bool = False
     in_flight: int = 0
+    worker: ModelWorker | None = None
+
+    @property
+    def failure(self) -> str | None:
+        """Why the server cannot serve any more (its model worker cannot be started again): it drains and exits."""
+        return None if self.worker is None else self.worker.failure
 
 
 class _Metrics:
@@ -240,10 +239,17 @@ class Routes:
 
     @asynccontextmanager
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        worker = self.state.worker
+        if worker is not None:
+            await worker.start()
         await self.batcher.start()
-        yield
-        await self.batcher.stop()  # uvicorn has drained the connections: this answers nothing new
-        self.intake.close()
+        try:
+            yield
+        finally:
+            await self.batcher.stop()  # uvicorn has drained the connections: this answers nothing new
+            if worker is not None:
+                await worker.stop()
+            self.intake.close()
 
     async def predict(self, request: Request, topk: int = 5) -> JSONResponse:
         """Top-k classes of each image: multipart (field 'image', repeatable), JSON with base64, or a raw image."""
@@ -306,7 +312,7 @@ async def _client_error(_: Request, err: ClientError) -> JSONResponse:
     return _error(err.status, err.message, err.headers)
 
 
-async def _not_running(_: Request, err: NotRunningError) -> JSONResponse:
+async def _not_running(_: Request, err: NotRunningError | WorkerError) -> JSONResponse:
     return _error(503, str(err), {"Retry-After": "1"})
 
 
@@ -346,6 +352,7 @@ def create_app(
     header_timeout_s: float = defaults.DEFAULT_HEADER_TIMEOUT_S,
     body_timeout_s: float = defaults.DEFAULT_BODY_TIMEOUT_S,
     onnx_cache: str | Path | None = None,
+    model_process: bool = True,
 ) -> FastAPI:
     """The ASGI app serving ``checkpoint``; run it with :func:`serve` (or :func:`make_server`).
 
@@ -370,6 +377,9 @@ def create_app(
             apply when the app runs on :func:`make_server`).
         onnx_cache: where ONNX exports are kept (default
             :func:`~mlp_mixer.weights.download.default_cache_dir` ``("onnx")``: ``~/.cache/mlp-mixer/onnx``).
+        model_process: run the forward pass in a worker process of its own (:mod:`.worker`), started and stopped
+            with the app; False runs it in a thread of the server's process, where it shares the GIL with the
+            event loop.
     """
     if backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -386,16 +396,23 @@ def create_app(
         torch.set_num_threads(threads)
     metrics = _Metrics(max_batch_size)
     guard = ConnectionGuard(max_connections, header_timeout_s, body_timeout_s, metrics.closed_connection)
-    predictor = Predictor(checkpoint, device=device if backend == "torch" else "cpu", amp=False)
+    # The model that runs here: none with a worker process (this copy gives the names, sizes and transform).
+    predictor = Predictor(checkpoint, device=device if backend == "torch" and not model_process else "cpu", amp=False)
     model = predictor.model
     digest, weights = checkpoint_digest(checkpoint, model)
-    if backend == "torch":
+    onnx_path = _onnx_model(checkpoint, digest, onnx_cache) if backend == "onnx" else None
+    worker = None
+    if model_process:
+        worker = ModelWorker(checkpoint, (model.in_channels, *model.image_size), model.num_classes, max_batch_size,
+                             backend=backend, onnx_path=onnx_path, device=device, threads=threads)  # fmt: skip
+        forward = worker.forward
+    elif backend == "torch":
         forward = lambda x: predictor.logits(x).cpu()  # noqa: E731
     else:
-        forward = _onnx_forward(checkpoint, digest, onnx_cache, threads)
+        forward = onnx_forward(onnx_path, threads)
     batcher = MicroBatcher(forward, max_batch_size, max_wait_ms, on_batch=metrics.observe_batch)
     intake = Intake(int(max_body_mb * 2**20), max_queue, int(max_inflight_mb * 2**20))
-    state = ServeState()
+    state = ServeState(worker=worker)
     config = model.config()
     info = {
         "name": model_name,
@@ -406,7 +423,7 @@ def create_app(
         "preprocessing": predictor.preprocessing.to_dict(),
         "checkpoint": {"source": str(checkpoint), "weights": weights, "digest": digest},
         "backend": backend,
-        "batching": {"max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms},
+        "batching": {"max_batch_size": max_batch_size, "max_wait_ms": max_wait_ms, "model_process": model_process},
         "limits": limits,
         "connections": {
             "max_connections": max_connections,
@@ -422,6 +439,7 @@ def create_app(
     app.state.intake = intake
     app.add_exception_handler(ClientError, _client_error)
     app.add_exception_handler(NotRunningError, _not_running)
+    app.add_exception_handler(WorkerError, _not_running)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(Exception, _internal)
@@ -502,3 +520,5 @@ def serve(
             host,
         )
     make_server(app, host, port, drain_timeout_s, log_level).run()
+    if app.state.serve.failure is not None:
+        raise SystemExit(f"mlp-mixer serve: {app.state.serve.failure}")
