@@ -33,8 +33,9 @@ class MicroBatcher:
 
     One worker task takes the first waiting image, then more until ``max_batch_size`` or ``max_wait_ms`` after
     the first, and runs ``forward`` off the event loop (in a thread of its own, or awaiting a worker process), so
-    the loop keeps accepting and decoding requests meanwhile; whatever arrives during a forward pass makes the next batch. Each image's future gets its own row.
-    A batch waits only while a request is on its way (inside :meth:`arriving`): a lone client pays no wait.
+    the loop keeps accepting and decoding requests meanwhile; whatever arrives during a forward pass makes the next
+    batch. Each image's future gets its own row. A batch waits only while a request is on its way (inside
+    :meth:`arriving`): a lone client pays no wait.
 
     Args:
         forward: float images (B, C, H, W) -> float32 logits (B, num_classes) on the CPU; a plain function runs in
