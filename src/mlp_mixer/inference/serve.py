@@ -22,6 +22,7 @@ images is :mod:`.uploads`; the batching is :mod:`.batching`.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import sys
@@ -243,6 +244,9 @@ class Routes:
         if worker is not None:
             await worker.start()
         await self.batcher.start()
+        # What start-up made (torch, FastAPI, the model's description: about a million objects) is never garbage;
+        # out of the collector's sight, a full collection no longer stalls every request in flight (130 ms seen).
+        gc.freeze()
         try:
             yield
         finally:
@@ -405,7 +409,7 @@ def create_app(
     if model_process:
         worker = ModelWorker(checkpoint, (model.in_channels, *model.image_size), model.num_classes, max_batch_size,
                              backend=backend, onnx_path=onnx_path, device=device, threads=threads)  # fmt: skip
-        forward = worker.forward
+        forward = worker  # its begin() starts a pass on the event loop
     elif backend == "torch":
         forward = lambda x: predictor.logits(x).cpu()  # noqa: E731
     else:

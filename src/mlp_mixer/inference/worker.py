@@ -16,6 +16,7 @@ killed with the server by ``PR_SET_PDEATHSIG``. Run as ``python -m mlp_mixer.inf
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import mmap
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,8 @@ def torch_forward(checkpoint: str | Path, device: str) -> Callable[[torch.Tensor
 
 
 class ModelWorker:
-    """The forward pass of one model in a child process; ``await worker.forward(images)`` from the event loop.
+    """The forward pass of one model in a child process; ``await worker.forward(images)`` from the event loop
+    (:meth:`begin` for the batcher).
 
     Args:
         checkpoint: what :class:`~.predict.Predictor` loads (torch backend).
@@ -131,22 +133,37 @@ class ModelWorker:
             raise WorkerError(f"the model worker sent {status} instead of being ready")
         log.info("model worker %d ready (%s backend)", self.process.pid, self.config["backend"])
 
-    async def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits (B, num_classes) of ``images`` (B, C, H, W) computed in the worker."""
+    def begin(self, images: torch.Tensor) -> Awaitable[torch.Tensor]:
+        """Start the pass of ``images`` (B, C, H, W) now, in this call, and return an awaitable of its logits
+        (B, num_classes): the batcher starts a pass while the event loop still has requests to parse."""
         if self.failure is not None:
             raise WorkerError(self.failure)
-        if self._broken:  # the previous pass lost its worker: this batch waits for a new one
-            await self._restart()
         n = len(images)
         if not 0 < n <= self.max_batch_size:
             raise ValueError(f"a batch of {n} images; the worker takes 1 to {self.max_batch_size}")
+        if self._broken:  # the previous pass lost its worker: this batch waits for a new one
+            return self._restart_then(images)
         self.inputs[:n].copy_(images)
         try:
-            await asyncio.get_running_loop().sock_sendall(self._socket, STATUS.pack(n))
-            status = await self._receive_status()
-        except OSError as err:  # the worker closed its end while we wrote
+            sent = self._socket.send(STATUS.pack(n))  # 4 bytes into an idle socket: never blocks
+        except OSError as err:  # the worker has closed its end
             self._broken = True
             raise WorkerError(f"the model worker {self._exit()}; it is being restarted, retry") from err
+        if sent != STATUS.size:
+            raise WorkerError(f"the model worker's socket took {sent} of {STATUS.size} bytes")
+        return self._answer(n)
+
+    async def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (B, num_classes) of ``images`` (B, C, H, W) computed in the worker."""
+        return await self.begin(images)
+
+    async def _restart_then(self, images: torch.Tensor) -> torch.Tensor:
+        await self._restart()
+        return await self.begin(images)
+
+    async def _answer(self, n: int) -> torch.Tensor:
+        try:
+            status = await self._receive_status()
         except asyncio.CancelledError:
             self._broken = True  # its answer would be read as the next batch's: start afresh
             raise
@@ -180,7 +197,10 @@ class ModelWorker:
         data = b""
         loop = asyncio.get_running_loop()
         while len(data) < size:
-            chunk = await loop.sock_recv(self._socket, size - len(data))
+            try:
+                chunk = await loop.sock_recv(self._socket, size - len(data))
+            except ConnectionError:  # killed with our bytes unread: a reset, not an end
+                chunk = b""
             if not chunk:
                 self._broken = True
                 raise WorkerError(f"the model worker {self._exit()}; it is being restarted, retry")
@@ -265,6 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     size = 4 * batch * (int(torch.Size(shape).numel()) + classes)
     buffer = mmap.mmap(config["memory_fd"], size)
     inputs, outputs = _views(buffer, shape, classes, batch)
+    gc.freeze()  # the model and torch stay: a full collection need not walk them (see serve's lifespan)
     sock.sendall(STATUS.pack(READY))
     while (header := _receive_exactly(sock, STATUS.size)) is not None:
         n = STATUS.unpack(header)[0]
