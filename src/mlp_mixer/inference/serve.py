@@ -4,7 +4,8 @@ Images are decoded and preprocessed as ``predict`` does them (the checkpoint's c
 :class:`~mlp_mixer.inference.predict.Predictor`), so a served answer equals ``predict``'s for the same file. A
 :class:`~mlp_mixer.inference.batching.MicroBatcher` gathers the images of concurrent requests into one forward pass
 of up to ``max_batch_size`` images, waiting at most ``max_wait_ms`` after the first, and answers each request with
-its own rows (the ``max_batch_size`` and batch timeout of Ray Serve and LitServe).
+its own rows (the ``max_batch_size`` and batch timeout of Ray Serve and LitServe); the forward pass runs in a model
+worker process (:mod:`.worker`), or with ``model_process=False`` in a thread of this one.
 
 Endpoints: ``POST /v1/predict``, ``GET /v1/model``, ``GET /healthz``, ``GET /readyz``, ``GET /metrics``
 (Prometheus text), the page at ``/``, and the Open Inference Protocol's ``/v2`` (:mod:`.oip`). Every error a
