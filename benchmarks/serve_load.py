@@ -63,7 +63,8 @@ MODELS: dict[str, tuple[dict[str, Any], Preprocessing, tuple[int, int], str]] = 
     "S/16": ({}, Preprocessing(image_size=(224, 224)), (320, 240), "RGB"),  # a VGA-sized photo, resized and cropped
 }
 BATCHING = {"on": dict(max_batch_size=32, max_wait_ms=5.0), "off": dict(max_batch_size=1, max_wait_ms=0.0)}
-PATHS = {"ours": "/v1/predict", "litserve": "/predict"}
+# ours: the forward pass in a worker process (the default); ours-inprocess: in a thread of the server's process
+PATHS = {"ours": "/v1/predict", "ours-inprocess": "/v1/predict", "litserve": "/predict"}
 
 
 def make_checkpoint(name: str, folder: Path) -> Path:
@@ -141,12 +142,13 @@ def run_litserve(checkpoint: str, port: int, threads: int, max_batch_size: int, 
 
 
 def start_server(kind: str, checkpoint: Path, port: int, backend: str, threads: int, batching: dict, cache: Path):
-    if kind == "ours":
+    if kind.startswith("ours"):
         code = (
             "import sys, json; from mlp_mixer.inference.serve import serve; "
             "serve(sys.argv[1], log_level='warning', **json.loads(sys.argv[2]))"
         )
-        options = dict(port=port, backend=backend, threads=threads, device="cpu", onnx_cache=str(cache), **batching)
+        options = dict(port=port, backend=backend, threads=threads, device="cpu", onnx_cache=str(cache),
+                       model_process=kind == "ours", **batching)  # fmt: skip
         probe = "/readyz"
     else:
         code = (
@@ -235,41 +237,72 @@ def histogram_difference(after: dict[str, float], before: dict[str, float]) -> t
     return counts, mean
 
 
+async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:
+    """One HTTP/1.1 keep-alive POST already encoded as ``request``; the status and body (``Content-Length``)."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status, length = int(head[9:12]), None
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    if length is None:
+        raise ConnectionError(f"response without Content-Length: {head[:200]!r}")
+    return status, await reader.readexactly(length)
+
+
 async def load(
     url: str, image: bytes, clients: int, requests: int, time_limit: float, path: str = "/v1/predict"
 ) -> dict:
-    """``clients`` concurrent clients send ``requests`` single-image requests in all; stop at ``time_limit`` s."""
+    """``clients`` concurrent clients send ``requests`` single-image requests in all; stop at ``time_limit`` s.
+
+    Each client is one keep-alive connection speaking raw HTTP/1.1 over asyncio streams: a fixed request written
+    whole, the answer read by its ``Content-Length``. httpx cost more CPU per request than the servers did on this
+    2-core machine; this costs a fraction, and is the same bytes for both servers.
+    """
     latencies: list[float] = []
     errors: list[str] = []
     sent = 0
     # JSON with the image in base64: the one upload both servers take as it is (LitServe hands its worker a
     # pickled request, which a multipart upload cannot be).
     body = json.dumps({"images": [base64.b64encode(image).decode()]}).encode()
-    headers = {"content-type": "application/json"}
+    host, port = url.removeprefix("http://").split(":")
+    request = (
+        f"POST {path} HTTP/1.1\r\nhost: {host}:{port}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
-    async def client(http: httpx.AsyncClient) -> None:
+    async def client() -> None:
         nonlocal sent
-        while sent < requests:
-            sent += 1
-            start = time.perf_counter()
-            try:
-                response = await http.post(f"{url}{path}", content=body, headers=headers)
-                if response.status_code != 200:
-                    errors.append(f"{response.status_code} {response.text[:200]}")
-                    continue
-            except httpx.HTTPError as err:
-                errors.append(repr(err))
-                continue
-            latencies.append(time.perf_counter() - start)
-
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=120) as http:
-        start = time.perf_counter()
+        connection = None
         try:
-            await asyncio.wait_for(asyncio.gather(*(client(http) for _ in range(clients))), time_limit)
-        except TimeoutError:
-            errors.append(f"stopped at the time limit of {time_limit} s")
-        wall = time.perf_counter() - start
+            while sent < requests:
+                sent += 1
+                start = time.perf_counter()
+                try:
+                    if connection is None:
+                        connection = await asyncio.open_connection(host, int(port))
+                    status, answer = await _post(*connection, request)
+                except (OSError, asyncio.IncompleteReadError, ValueError) as err:
+                    errors.append(repr(err))
+                    if connection is not None:
+                        connection[1].close()
+                    connection = None
+                    continue
+                if status != 200:
+                    errors.append(f"{status} {answer[:200]!r}")
+                    continue
+                latencies.append(time.perf_counter() - start)
+        finally:
+            if connection is not None:
+                connection[1].close()
+
+    start = time.perf_counter()
+    try:
+        await asyncio.wait_for(asyncio.gather(*(client() for _ in range(clients))), time_limit)
+    except TimeoutError:
+        errors.append(f"stopped at the time limit of {time_limit} s")
+    wall = time.perf_counter() - start
     latencies.sort()
     return {
         "requests": len(latencies) + len(errors),
@@ -287,7 +320,13 @@ async def load(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--servers", nargs="+", default=["ours", "litserve"], choices=list(PATHS))
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        default=["ours", "litserve"],
+        choices=list(PATHS),
+        help="ours: a model worker process; ours-inprocess: the pass in a thread",
+    )
     parser.add_argument("--backends", nargs="+", default=["torch"], choices=["torch", "onnx"], help="ours only")
     parser.add_argument("--batching", nargs="+", default=["on"], choices=list(BATCHING))
     parser.add_argument("--clients", nargs="+", type=int, default=[1, 8, 32, 128])
@@ -307,7 +346,8 @@ def main() -> None:
         for model_name in args.models:
             checkpoint, image = make_checkpoint(model_name, scratch), make_image(model_name)
             base_requests = args.requests_small if model_name == "small" else args.requests_s16
-            plan = [("ours", backend, batching) for backend in args.backends for batching in args.batching]
+            plan = [(kind, backend, batching) for kind in ("ours", "ours-inprocess") for backend in args.backends
+                    for batching in args.batching]  # fmt: skip
             plan += [("litserve", "torch", batching) for batching in args.batching if "litserve" in args.servers]
             plan = [p for p in plan if p[0] in args.servers]
             servers = {}
@@ -326,10 +366,10 @@ def main() -> None:
                             url, process = servers[kind, backend, batching]
                             pids = process_tree(process.pid)
                             reset_peak_memory(pids)
-                            before = batch_histogram(url) if kind == "ours" else {}
+                            before = batch_histogram(url) if kind != "litserve" else {}
                             result = asyncio.run(load(url, image, clients, requests, args.time_limit,
                                                       PATHS[kind]))  # fmt: skip
-                            histogram, mean = (histogram_difference(batch_histogram(url), before) if kind == "ours"
+                            histogram, mean = (histogram_difference(batch_histogram(url), before) if before
                                                else ({}, None))  # fmt: skip
                             row = dict(model=model_name, server=kind, backend=backend, batching=batching,
                                        clients=clients, round=round_, **result, peak_memory_mb=peak_memory_mb(pids),
@@ -397,7 +437,7 @@ def summary(rows: list[dict]) -> list[dict]:
     by_key = {(t["model"], t["server"], t["backend"], t["batching"], t["clients"]): t for t in table}
     for t in table:
         peer = by_key.get((t["model"], "litserve", "torch", t["batching"], t["clients"]))
-        if t["server"] == "ours" and peer is not None and peer["throughput_rps"]:
+        if t["server"] != "litserve" and peer is not None and peer["throughput_rps"]:
             t["vs_litserve_throughput"] = round(t["throughput_rps"] / peer["throughput_rps"], 2)
             t["p99_below_litserve"] = t["p99_ms"] < peer["p99_ms"]
     return table

@@ -285,6 +285,9 @@ def test_command_flags_show_defaults_and_reach_serve(monkeypatch):
     checkpoint, options = calls[0]
     assert checkpoint == "c.pt" and options["host"] == "127.0.0.1" and options["port"] == 8000
     assert options["backend"] == "onnx" and options["max_batch_size"] == 1 and options["max_wait_ms"] == 5.0
+    assert options["model_process"] is True
+    command.run(parser.parse_args(["--checkpoint", "c.pt", "--in-process"]))
+    assert calls[1][1]["model_process"] is False
 
 
 def browser_or_skip() -> None:

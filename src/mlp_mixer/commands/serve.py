@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend", choices=options.BACKENDS, default="torch", help="torch, or onnx via onnxruntime (default: torch)"
     )
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the library's own)")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the forward pass in a thread of the server's process, not in a worker process of its own (one "
+        "process and one model in memory; slower under load, where it waits for the GIL) (default: off)",
+    )
     add_device_argument(parser)  # the torch backend's
     parser.add_argument(
         "--max-body-mb",
@@ -85,7 +91,7 @@ NAMES = ("host", "port", "max_batch_size", "max_wait_ms", "backend", "threads", 
 def run(args: argparse.Namespace) -> int:
     from ..inference import serve
 
-    serve.serve(args.checkpoint, **{name: getattr(args, name) for name in NAMES})
+    serve.serve(args.checkpoint, model_process=not args.in_process, **{name: getattr(args, name) for name in NAMES})
     return 0
 
 

@@ -237,6 +237,9 @@ class DrainingServer(uvicorn.Server):
             self.drain()
 
     async def on_tick(self, counter: int) -> bool:
+        if getattr(self.state, "failure", None) is not None and not self.state.draining:
+            log.error("%s; shutting down", self.state.failure)  # serve() exits non-zero with it
+            self.drain()
         if self.state.draining and self.state.in_flight == 0:
             self.should_exit = True
         elif self.state.draining and time.monotonic() > self._deadline and not self.should_exit:
