@@ -405,9 +405,11 @@ def main() -> None:
     }
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps({"environment": environment, "runs": rows}, indent=2) + "\n")
-    output.with_suffix(".md").write_text(markdown(environment, rows))
-    print(f"wrote {output.with_suffix('.json')} and {output.with_suffix('.md')}")
+    # name + suffix, not with_suffix: "serve_load.32clients" keeps its ".32clients"
+    json_path, md_path = (output.parent / f"{output.name}.{suffix}" for suffix in ("json", "md"))
+    json_path.write_text(json.dumps({"environment": environment, "runs": rows}, indent=2) + "\n")
+    md_path.write_text(markdown(environment, rows))
+    print(f"wrote {json_path} and {md_path}")
 
 
 def _version(package: str) -> str | None:

@@ -119,8 +119,7 @@ def test_an_idle_keep_alive_connection_outlives_the_clients_expiry_then_closes(c
     set past the header timeout: the connection survives the header timeout idle, then closes silently (no 408:
     no request is pending) at the keep-alive deadline, counted."""
     assert ConnectionGuard().keep_alive_s > httpx.Limits().keepalive_expiry  # the peer client's default, 5 s
-    app = create_app(checkpoint, device="cpu", header_timeout_s=0.3)
-    app.state.guard.keep_alive_s = 1.0
+    app = create_app(checkpoint, device="cpu", header_timeout_s=0.3, keep_alive_s=1.0)  # --keep-alive-s
     with running_server(app) as base:
         sock = connect(base, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         try:

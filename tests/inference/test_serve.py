@@ -288,6 +288,8 @@ def test_command_flags_show_defaults_and_reach_serve(monkeypatch):
     assert options["model_process"] is True
     command.run(parser.parse_args(["--checkpoint", "c.pt", "--in-process"]))
     assert calls[1][1]["model_process"] is False
+    command.run(parser.parse_args(["--checkpoint", "c.pt", "--keep-alive-s", "7"]))
+    assert calls[2][1]["keep_alive_s"] == 7.0
 
 
 def browser_or_skip() -> None:

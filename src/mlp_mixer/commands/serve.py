@@ -77,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("--header-timeout-s", float, options.DEFAULT_HEADER_TIMEOUT_S, "seconds for a request's headers (408)"),
         ("--body-timeout-s", float, options.DEFAULT_BODY_TIMEOUT_S, "seconds for a request's body, after its "
          "headers (408)"),
+        ("--keep-alive-s", float, options.DEFAULT_KEEP_ALIVE_S, "seconds an idle keep-alive connection stays open "
+         "after its last response"),
         ("--drain-timeout-s", float, options.DEFAULT_DRAIN_TIMEOUT_S, "after SIGTERM, the longest the server "
          "stays up, requests in flight included"),
     ):  # fmt: skip
@@ -85,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 NAMES = ("host", "port", "max_batch_size", "max_wait_ms", "backend", "threads", "device", "max_body_mb", "max_pixels",
          "max_request_pixels", "max_images", "model_name", "max_queue", "max_inflight_mb", "max_connections",
-         "header_timeout_s", "body_timeout_s", "drain_timeout_s")  # fmt: skip
+         "header_timeout_s", "body_timeout_s", "keep_alive_s", "drain_timeout_s")  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:

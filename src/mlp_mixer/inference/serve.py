@@ -356,6 +356,7 @@ def create_app(
     max_connections: int = defaults.DEFAULT_MAX_CONNECTIONS,
     header_timeout_s: float = defaults.DEFAULT_HEADER_TIMEOUT_S,
     body_timeout_s: float = defaults.DEFAULT_BODY_TIMEOUT_S,
+    keep_alive_s: float = defaults.DEFAULT_KEEP_ALIVE_S,
     onnx_cache: str | Path | None = None,
     model_process: bool = True,
 ) -> FastAPI:
@@ -378,8 +379,8 @@ def create_app(
         max_queue: most requests admitted at once (reading, parsing, decoding, waiting for the model); the next
             gets 503 with ``Retry-After``.
         max_inflight_mb: most request-body megabytes held at once by all requests (503 ``Retry-After`` above).
-        max_connections, header_timeout_s, body_timeout_s: the connection bounds of :mod:`.connections` (they
-            apply when the app runs on :func:`make_server`).
+        max_connections, header_timeout_s, body_timeout_s, keep_alive_s: the connection bounds of
+            :mod:`.connections` (they apply when the app runs on :func:`make_server`).
         onnx_cache: where ONNX exports are kept (default
             :func:`~mlp_mixer.weights.download.default_cache_dir` ``("onnx")``: ``~/.cache/mlp-mixer/onnx``).
         model_process: run the forward pass in a worker process of its own (:mod:`.worker`), started and stopped
@@ -400,7 +401,9 @@ def create_app(
             raise ValueError(f"--threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
     metrics = _Metrics(max_batch_size)
-    guard = ConnectionGuard(max_connections, header_timeout_s, body_timeout_s, metrics.closed_connection)
+    guard = ConnectionGuard(
+        max_connections, header_timeout_s, body_timeout_s, metrics.closed_connection, keep_alive_s=keep_alive_s
+    )
     # The model that runs here: none with a worker process (this copy gives the names, sizes and transform).
     predictor = Predictor(checkpoint, device=device if backend == "torch" and not model_process else "cpu", amp=False)
     model = predictor.model
@@ -434,6 +437,7 @@ def create_app(
             "max_connections": max_connections,
             "header_timeout_s": header_timeout_s,
             "body_timeout_s": body_timeout_s,
+            "keep_alive_s": keep_alive_s,
         },  # fmt: skip
     }
     routes = Routes(predictor, batcher, intake, metrics, state, info, limits)
