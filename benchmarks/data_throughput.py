@@ -156,6 +156,9 @@ def main() -> None:
     cores = os.cpu_count() or 1
     worker_counts = [int(w) for w in args.workers.split(",")]
     transform = train_geometry((224, 224), 0.08, (2, 15))
+    # One thread in the main process while the loaders run: its work (normalising, for both) is small, and idle
+    # OpenMP threads spinning between batches would bill CPU time to whichever loader they happened to wait for.
+    torch.set_num_threads(1)
     rates: dict[tuple[str, str, int], list[float]] = {}  # images a second of wall time
     cpu_rates: dict[tuple[str, str, int], list[float]] = {}  # images per CPU second, all processes
     loadavg_before = os.getloadavg()

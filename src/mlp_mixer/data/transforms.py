@@ -66,8 +66,13 @@ class TrainGeometry:
             image = self.randaugment(image)
         return image
 
+    @property
+    def transforms(self) -> list[v2.Transform]:
+        """The steps, as ``v2.Compose.transforms`` lists them."""
+        return [t for t in (self.crop, self.randaugment) if t is not None]
+
     def __repr__(self) -> str:
-        return f"TrainGeometry(crop={self.crop}, randaugment={self.randaugment})"
+        return f"TrainGeometry({', '.join(map(repr, self.transforms))})"
 
 
 class PILRandAugment(v2.RandAugment):
