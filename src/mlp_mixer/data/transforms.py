@@ -189,4 +189,7 @@ def to_input(
     x = resize_batch(x, tuple(preprocessing.image_size))
     if augment is not None:
         x = augment(x)
-    return v2.functional.normalize(x, list(preprocessing.mean), list(preprocessing.std))
+    # in place on the batch made above (not on a caller's float tensor): the same values without another 4 bytes a
+    # pixel of fresh memory (on a CPU the allocating sub cost as much as the conversion)
+    inplace = images.dtype == torch.uint8
+    return v2.functional.normalize(x, list(preprocessing.mean), list(preprocessing.std), inplace=inplace)
