@@ -85,7 +85,6 @@ class PILRandAugment(v2.RandAugment):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         import numpy as np
-
         from PIL import Image
 
         hwc = image.permute(1, 2, 0).numpy()  # no copy when the image is a view of (H, W, C) memory
