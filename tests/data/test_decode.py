@@ -122,3 +122,83 @@ def test_a_tile_larger_than_its_canvas_is_counted_against_the_pixel_limit(monkey
     assert torch.equal(
         decode_image_bytes(tiled), torch.from_numpy(np.array(Image.open(io.BytesIO(tiled)))).permute(2, 0, 1)
     )
+
+
+# --- the JPEG fast path: simplejpeg's libjpeg-turbo gives Pillow's pixels, or Pillow decides ---------------------
+
+
+def _photo(height: int = 37, width: int = 51) -> np.ndarray:
+    """Gradients plus grain, an odd size (partial MCUs on both edges)."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([xx * 255 // width, yy * 255 // height, (xx * 7 + yy * 3) % 256], -1)
+    noise = np.random.default_rng(0).normal(0, 12, base.shape)
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def _pillow_only(monkeypatch, data: bytes, in_channels: int):
+    """What decode_image_bytes gives with the fast path switched off: Pillow's decoder, as before simplejpeg."""
+    import mlp_mixer.data.decode as decode
+
+    with monkeypatch.context() as m:
+        m.setattr(decode, "_turbo", lambda *args: None)
+        try:
+            return decode_image_bytes(data, in_channels, "photo.jpg")
+        except ImageError as err:
+            return type(err)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"subsampling": 0}, {"subsampling": 1}, {"subsampling": 2}, {"subsampling": 2, "progressive": True},
+     {"subsampling": 2, "optimize": True}, {"subsampling": 2, "restart_marker_blocks": 2}],
+)  # fmt: skip
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_jpeg_fast_path_gives_pillows_pixels(monkeypatch, options, mode, in_channels):
+    """4:4:4, 4:2:2, 4:2:0, progressive, optimised and restart-marked JPEGs, colour and grey, read as RGB or as
+    libjpeg's luma: bitwise Pillow's pixels, and the fast path is the one taken (simplejpeg is installed)."""
+    import simplejpeg
+    from PIL import Image
+
+    import mlp_mixer.data.decode as decode
+
+    image = Image.fromarray(_photo())
+    data = encoded(image if mode == "RGB" else image.convert("L"), "JPEG", quality=87, **options)
+    taken = []
+    turbo = decode._turbo
+    monkeypatch.setattr(decode, "_turbo", lambda *args: taken.append(1) or turbo(*args))
+    fast = decode_image_bytes(data, in_channels, "photo.jpg")
+    assert taken and turbo(data, Image.open(io.BytesIO(data)), in_channels) is not None
+    assert simplejpeg.decode_jpeg_header(data)[:2] == (37, 51)
+    monkeypatch.undo()
+    assert fast.shape == (in_channels, 37, 51) and torch.equal(fast, _pillow_only(monkeypatch, data, in_channels))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "no_end"])
+def test_damaged_jpegs_are_decided_by_pillow_as_before(monkeypatch, damage):
+    """simplejpeg is strict about damaged data: whatever it refuses, Pillow decodes or refuses as it always did."""
+    from PIL import Image
+
+    data = bytearray(encoded(Image.fromarray(_photo(64, 64)), "JPEG", quality=90))
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    elif damage == "garbage":
+        data[len(data) // 2 : len(data) // 2 + 40] = bytes(range(40))
+    else:
+        data = data[:-2]  # no EOI marker
+    before = _pillow_only(monkeypatch, bytes(data), 3)
+    try:
+        now = decode_image_bytes(bytes(data), 3, "photo.jpg")
+    except ImageError as err:
+        now = type(err)
+    assert (now is before) if isinstance(before, type) else torch.equal(now, before)
+
+
+def test_decoded_images_are_views_of_hwc_memory():
+    """(C, H, W) with channels_last strides: no transposing copy after the decoder; every value as before."""
+    from PIL import Image
+
+    data = encoded(Image.fromarray(_photo()), "PNG")
+    image = decode_image_bytes(data)
+    assert image.shape == (3, 37, 51) and image.permute(1, 2, 0).is_contiguous()
+    assert np.array_equal(image.permute(1, 2, 0).numpy(), _photo())

@@ -1,5 +1,6 @@
 """data.transforms: the batched input is the per-image eval transform; batch augmentation."""
 
+import pytest
 import torch
 
 from mlp_mixer.data.decode import read_image
@@ -44,3 +45,36 @@ def test_random_hflip_flips_the_drawn_images():
     flipped = random_hflip(images, torch.Generator().manual_seed(0), p=1.0)
     assert torch.equal(flipped, images.flip(-1))
     assert random_hflip(images, torch.Generator(), p=0.0) is images
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_train_geometry_is_torchvisions_crop_then_randaugment(channels, layout):
+    """The same draws, boxes and pixels as v2.Compose([v2.RandomResizedCrop, PILRandAugment]) from the same seed,
+    whatever the input's memory layout; the output is a view of (H, W, C) memory."""
+    from torchvision.transforms import v2
+
+    from mlp_mixer.data.transforms import PILRandAugment, train_geometry
+
+    reference = v2.Compose(
+        [v2.RandomResizedCrop((24, 24), scale=(0.08, 1.0), antialias=True), PILRandAugment(num_ops=2, magnitude=9)]
+    )
+    ours = train_geometry((24, 24), 0.08, (2, 9))
+    for seed in range(12):
+        image = torch.randint(0, 256, (channels, 37 + seed, 51), dtype=torch.uint8)
+        given = image if layout == "contiguous" else image.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+        torch.manual_seed(seed)
+        expected = reference(image)
+        torch.manual_seed(seed)
+        got = ours(given)
+        assert torch.equal(got, expected), seed
+        assert got.shape == (channels, 24, 24) and got.permute(1, 2, 0).is_contiguous()
+    assert train_geometry(None, 0.08, None) is None
+
+
+def test_to_input_of_a_channels_last_batch_is_that_of_a_contiguous_one():
+    preprocessing = Preprocessing(image_size=(16, 16), mean=(0.2, 0.4, 0.6), std=(0.3, 0.2, 0.1))
+    hwc = torch.randint(0, 256, (4, 16, 16, 3), dtype=torch.uint8)
+    got = to_input(hwc.permute(0, 3, 1, 2), preprocessing, 3, torch.device("cpu"))
+    expected = to_input(hwc.permute(0, 3, 1, 2).contiguous(), preprocessing, 3, torch.device("cpu"))
+    assert torch.equal(got, expected) and got.is_contiguous()

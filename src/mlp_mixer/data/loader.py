@@ -35,7 +35,25 @@ def collate(items: list[tuple]) -> Batch:
     keys = [item[2] for item in good if len(item) > 2]
     if not good:
         return Batch(torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), skipped)
-    return Batch(torch.stack([g[0] for g in good]), torch.tensor([g[1] for g in good]), skipped, keys)
+    return Batch(stack([g[0] for g in good]), torch.tensor([g[1] for g in good]), skipped, keys)
+
+
+def stack(images: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(images)``, with two savings. Images that are (C, H, W) views of (H, W, C) memory (what
+    decoding and the training crop give) are stacked as they lie, into a (B, C, H, W) view of (B, H, W, C) memory
+    (channels_last), not transposed (0.09 ms an image against 0.34 at 224); :func:`.transforms.to_input` makes the
+    float batch contiguous. In a DataLoader worker the batch is written into shared memory directly, as
+    ``default_collate`` does, so it crosses to the main process without another copy."""
+    hwc = [image.permute(1, 2, 0) for image in images]
+    channels_last = all(x.is_contiguous() for x in hwc)
+    parts = hwc if channels_last else images
+    out = None
+    if torch.utils.data.get_worker_info() is not None:
+        first = parts[0]
+        storage = first._typed_storage()._new_shared(sum(x.numel() for x in parts), device=first.device)
+        out = first.new(storage).resize_(len(parts), *first.shape)
+    batch = torch.stack(parts, out=out)
+    return batch.permute(0, 3, 1, 2) if channels_last else batch
 
 
 def iterate_batches(
