@@ -9,6 +9,7 @@ import io
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from torchvision.transforms import v2
 
 from .decode import IMAGE_EXTENSIONS, ImageError, read_bytes, read_image
 from .splits import DataSplits, EvalSplit, share
-from .transforms import sample_seed
+from .transforms import sample_seed, seeded_sample
 
 VAL_DIR_NAMES = ("val",)  # the held-out split of an ImageFolder root: ROOT/train/<class>/..., ROOT/val/<class>/...
 
@@ -42,16 +43,9 @@ class FolderDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | tuple[None, str]:
         path, label = self.samples[index]
-        try:
-            image = read_image(path, self.in_channels)
-            if self.transform is not None:
-                torch.default_generator.manual_seed(sample_seed(self.epoch_seed, index))
-                image = self.transform(image)
-        except ImageError as err:
-            return None, str(err)
-        except (RuntimeError, ValueError, OSError) as err:  # a transform failing on an odd image
-            return None, f"{path}: {err}"
-        return image, label
+        seed = sample_seed(self.epoch_seed, index)
+        image = seeded_sample(partial(read_image, path, self.in_channels), self.transform, seed, path)
+        return (None, image) if isinstance(image, str) else (image, label)
 
     @property
     def targets(self) -> list[int]:

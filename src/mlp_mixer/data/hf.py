@@ -28,6 +28,7 @@ import random
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -39,7 +40,7 @@ from torchvision.transforms import v2
 from .decode import ImageError, decode_image_bytes, read_bytes
 from .shards import SHUFFLE_BUFFER, shuffle_buffer
 from .splits import DataSplits, EvalSplit, share
-from .transforms import sample_seed
+from .transforms import sample_seed, seeded_sample
 
 PREFIX = "hf:"
 HELD_OUT = ("validation", "val", "valid", "test")  # the held-out split, when the query names none
@@ -222,18 +223,13 @@ class HFImages(Dataset):
         return payload, name, self.label_map[value] if self.label_map else int(value)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | tuple[None, str]:
-        name = f"{self.image}[{index}]"
         try:
             payload, name, label = self.encoded(index)
-            image = decode_image_bytes(payload, self.in_channels, name)
-            if self.transform is not None:
-                torch.default_generator.manual_seed(sample_seed(self.epoch_seed, index))
-                image = self.transform(image)
         except ImageError as err:
             return None, str(err)
-        except (RuntimeError, ValueError, OSError) as err:  # a transform failing on an odd image
-            return None, f"{name}: {err}"
-        return image, label
+        seed = sample_seed(self.epoch_seed, index)
+        image = seeded_sample(partial(decode_image_bytes, payload, self.in_channels, name), self.transform, seed, name)
+        return (None, image) if isinstance(image, str) else (image, label)
 
     @property
     def targets(self) -> list[int]:
@@ -326,17 +322,14 @@ class HFStream(IterableDataset):
             key = str(value.get("path") or position) if isinstance(value, dict) else position
             try:
                 payload, name = _payload(value, position)
-                image = decode_image_bytes(payload, self.in_channels, name)
-                if self.transform is not None:
-                    torch.default_generator.manual_seed(sample_seed(self.epoch_seed, zlib.crc32(key.encode())))
-                    image = self.transform(image)
             except ImageError as err:
                 yield None, str(err)
                 continue
-            except (RuntimeError, ValueError, OSError) as err:
-                yield None, f"{key}: {err}"
-                continue
-            yield image, label, key
+            seed = sample_seed(self.epoch_seed, zlib.crc32(key.encode()))
+            image = seeded_sample(
+                partial(decode_image_bytes, payload, self.in_channels, name), self.transform, seed, key
+            )
+            yield (None, image) if isinstance(image, str) else (image, label, key)
 
 
 def _channels(split: Any, image: str, limit: int = 16) -> int:

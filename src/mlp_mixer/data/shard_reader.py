@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import zlib
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -14,9 +15,9 @@ from torch.utils.data import IterableDataset
 from torchvision.transforms import v2
 
 from . import shards as shardlib
-from .decode import ImageError, decode_image_bytes
+from .decode import decode_image_bytes
 from .splits import DataSplits, EvalSplit
-from .transforms import sample_seed
+from .transforms import sample_seed, seeded_sample
 
 
 class ShardImages(IterableDataset):
@@ -79,18 +80,11 @@ class ShardImages(IterableDataset):
         try:
             for key, ext, payload, label in records:
                 name = f"{key}.{ext}"
-                try:
-                    image = decode_image_bytes(payload, self.in_channels, name)
-                    if self.transform is not None:
-                        torch.default_generator.manual_seed(sample_seed(self.epoch_seed, zlib.crc32(key.encode())))
-                        image = self.transform(image)
-                except ImageError as err:
-                    yield None, str(err)
-                    continue
-                except (RuntimeError, ValueError, OSError) as err:  # a transform failing on an odd image
-                    yield None, f"{name}: {err}"
-                    continue
-                yield image, label, key
+                seed = sample_seed(self.epoch_seed, zlib.crc32(key.encode()))
+                image = seeded_sample(
+                    partial(decode_image_bytes, payload, self.in_channels, name), self.transform, seed, name
+                )
+                yield (None, image) if isinstance(image, str) else (image, label, key)
         except shardlib.ShardError as err:
             yield None, err
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from ..model.pretrained import Preprocessing
+from .decode import ImageError
 from .geometry import eval_geometry as eval_geometry  # in plain torch there, so that predict loads no torchvision
 from .geometry import eval_transform as eval_transform
 from .geometry import resize
@@ -98,6 +99,24 @@ def sample_seed(epoch_seed: int, index: int) -> int:
     """The seed of one sample's random transform: a function of (epoch, index) only, so augmentation does not
     depend on the number of workers, on which worker loads the sample, or on where a resumed epoch restarts."""
     return (epoch_seed * 1_000_003 + index) % (2**63 - 1)
+
+
+def seeded_sample(
+    read: Callable[[], torch.Tensor], transform: Callable | None, seed: int, name: str
+) -> torch.Tensor | str:
+    """One sample as every source loads it: ``read()`` (decode), then ``transform`` with its random draws seeded
+    by ``seed``; or the reason it is skipped (a string: the loaders count it), for an unreadable image or a
+    transform failing on an odd one (then prefixed with ``name``)."""
+    try:
+        image = read()
+        if transform is not None:
+            torch.default_generator.manual_seed(seed)
+            image = transform(image)
+    except ImageError as err:
+        return str(err)
+    except (RuntimeError, ValueError, OSError) as err:
+        return f"{name}: {err}"
+    return image
 
 
 # ---------------------------------------------------------------------------------------------------------------
