@@ -102,7 +102,7 @@ def one_pass(dataset, workers: int, batch: int = 32) -> tuple[float, float]:
     return timed(len(to_input(b.images, PREPROCESSING, 3, device)) for b in batches)
 
 
-def timm_loader(source: str, root: Path, workers: int, batch: int = 32):
+def timm_loader(source: str, root: Path, workers: int, batch: int = 32, auto_augment: str = "rand-m15-n2"):
     """timm's training loader on the same files: ``create_dataset`` (an ImageFolder, or its ``wds/`` reader of the
     same shards) and ``create_loader`` with the paper's augmentation: RandomResizedCrop(224, scale 0.08-1),
     RandAugment(2, 15) (``rand-m15-n2``), flips, its prefetcher normalising after the workers as ours does."""
@@ -113,13 +113,13 @@ def timm_loader(source: str, root: Path, workers: int, batch: int = 32):
     else:
         dataset = create_dataset("", root=str(root / "train"), split="train", is_training=True)
     return create_loader(dataset, input_size=(3, 224, 224), batch_size=batch, is_training=True,
-                         scale=(0.08, 1.0), auto_augment="rand-m15-n2", interpolation="bilinear",
+                         scale=(0.08, 1.0), auto_augment=auto_augment, interpolation="bilinear",
                          num_workers=workers, device=torch.device("cpu"), persistent_workers=False)  # fmt: skip
 
 
-def timm_pass(source: str, root: Path, workers: int) -> tuple[float, float]:
+def timm_pass(source: str, root: Path, workers: int, auto_augment: str) -> tuple[float, float]:
     """One full pass of timm's loader (worker start-up included, as for ours)."""
-    return timed(len(images) for images, _ in timm_loader(source, root, workers))
+    return timed(len(images) for images, _ in timm_loader(source, root, workers, auto_augment=auto_augment))
 
 
 def timm_info(shards: Path) -> None:
@@ -152,6 +152,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median, min and max reported)")
     parser.add_argument("--workers", default="1,2", help="worker counts (default: 1,2)")
     parser.add_argument("--output", default=str(RESULTS / "data_throughput"), help="results path without suffix")
+    parser.add_argument(
+        "--timm-auto-augment",
+        default="rand-m15-n2",
+        help="timm's RandAugment config (default: rand-m15-n2, each of its 2 ops drawn with probability 0.5; "
+        "rand-m15-n2-p1 applies both, as torchvision's RandAugment does)",
+    )
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     worker_counts = [int(w) for w in args.workers.split(",")]
@@ -182,7 +188,7 @@ def main() -> None:
                         if who == "ours":
                             wall, cpu = one_pass(ours[source], workers)
                         else:
-                            wall, cpu = timm_pass(source, roots[source], workers)
+                            wall, cpu = timm_pass(source, roots[source], workers, args.timm_auto_augment)
                         rates.setdefault((who, source, workers), []).append(wall)
                         cpu_rates.setdefault((who, source, workers), []).append(cpu)
                         print(
@@ -236,7 +242,9 @@ def main() -> None:
         "b16_cpu_train_images_per_second": round(consumed, 2),
         "timm_b16_gpu_train": TIMM_B16_TRAIN,
         "cores_per_gpu_needed": needed,
-        "command": f"./run.sh python benchmarks/data_throughput.py --images {args.images} --rounds {args.rounds}",
+        "timm_auto_augment": args.timm_auto_augment,
+        "command": f"./run.sh python benchmarks/data_throughput.py --images {args.images} --rounds {args.rounds}"
+        + (f" --timm-auto-augment {args.timm_auto_augment}" if args.timm_auto_augment != "rand-m15-n2" else ""),
     }
     write_json(f"{args.output}.json", result)
     cpu = result["machine"].get("cpu", "this CPU")
@@ -245,9 +253,9 @@ def main() -> None:
         "",
         f"{args.images} synthetic 500x375 JPEGs ({mean_kb:.0f} KB each), decoded, RandomResizedCrop(224, scale "
         "0.08-1) and RandAugment(2, 15) per image in DataLoader workers (timm: `create_dataset` + `create_loader`, "
-        "`rand-m15-n2`, its prefetcher), one full pass each, worker start-up included, ending in normalised float "
-        "batches in the main process (timm's prefetcher; ours `to_input`), the median (lowest-highest) "
-        f"of {args.rounds} interleaved rounds. Load average {result['loadavg_before']} before, "
+        f"`{args.timm_auto_augment}`, its prefetcher), one full pass each, worker start-up included, ending in "
+        "normalised float batches in the main process (timm's prefetcher; ours `to_input`), the median "
+        f"(lowest-highest) of {args.rounds} interleaved rounds. Load average {result['loadavg_before']} before, "
         f"{result['loadavg_after']} after. The --max-size row is ours on shards of the same images stored at 256 on "
         "the shorter side, against timm on the original shards. 'A worker' is images a second of wall time divided by "
         "the workers; 'per CPU second' counts the CPU time of every process (workers and main) of the pass.",
