@@ -4,6 +4,9 @@ test module imports another. ``pytest``'s ``pythonpath`` setting puts this folde
 import faulthandler
 import os
 import pickle
+import socket
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -18,6 +21,7 @@ from mlp_mixer import MLPMixer
 from mlp_mixer.model.pretrained import Preprocessing
 from mlp_mixer.train import TrainConfig, distributed, train
 
+ROOT = Path(__file__).parent.parent  # the checkout
 RNG = np.random.default_rng(0)
 # What the shared ``checkpoint`` fixture carries: ten named classes and a normalisation that is not the identity,
 # so that a lost class list or preprocessing shows in a prediction.
@@ -136,6 +140,37 @@ def randomize(model: nn.Module, seed: int = 1) -> nn.Module:
         for p in model.parameters():
             p.normal_(0, 0.3)
     return model
+
+
+def free_port() -> int:
+    """A loopback TCP port free now (for a server started in another process)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_process(
+    checkpoint: Path, port: int, options: str, *, after: str = "", ready: str = "/healthz", seconds: float = 60, **popen
+) -> tuple[subprocess.Popen, str]:
+    """``mlp_mixer.inference.serve.serve(checkpoint, port=port, <options>)`` in a new Python process (for signals),
+    with this checkout's ``src`` on its path; returns it and its base URL once ``ready`` answers 200. ``after``:
+    Python run when ``serve`` returns. The caller kills the process."""
+    import httpx
+
+    code = f"import sys; from mlp_mixer.inference.serve import serve; serve(sys.argv[1], port={port}, {options}); "
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-c", code + after, str(checkpoint)], env=env, **popen)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(url + ready, timeout=1).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("server did not start")
+        time.sleep(0.1)
 
 
 @contextmanager

@@ -2,11 +2,9 @@
 headers, slow bodies, a full server, and a SIGTERM while an upload trickles. After each, an ordinary request gets
 its 200 within a second."""
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import running_server
+from helpers import free_port, running_server, serve_process
 
 from mlp_mixer.inference.connections import ConnectionGuard
 from mlp_mixer.inference.serve import create_app
@@ -147,25 +145,15 @@ def test_guard_rejects_nonsense_limits():
         ConnectionGuard(keep_alive_s=0)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_sigterm_exits_by_the_drain_deadline_whatever_a_trickling_upload_does(checkpoint):
     """A SIGTERM while an upload trickles (a byte every 0.3 s, never done): the probes still answer within a second
     while it drains, and the process exits 0 by its drain deadline (2 s here), not when the client lets it."""
-    port = free_port()
-    code = (
-        "import sys; from mlp_mixer.inference.serve import serve; "
-        f"serve(sys.argv[1], port={port}, drain_timeout_s=2, body_timeout_s=60, log_level='warning'); "
-        "print('stopped', flush=True)"  # what is left after it is the interpreter's exit (torch's takes seconds)
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen([sys.executable, "-c", code, str(checkpoint)], env=env, stdout=subprocess.PIPE)
-    url, stop = f"http://127.0.0.1:{port}", threading.Event()
+    process, url = serve_process(
+        checkpoint, free_port(), "drain_timeout_s=2, body_timeout_s=60, log_level='warning'", stdout=subprocess.PIPE,
+        after="print('stopped', flush=True)",  # what is left after it is the interpreter's exit (torch's takes seconds)
+    )  # fmt: skip
+    stop = threading.Event()
 
     def trickle():
         while not stop.is_set():
@@ -173,14 +161,6 @@ def test_sigterm_exits_by_the_drain_deadline_whatever_a_trickling_upload_does(ch
             time.sleep(0.3)
 
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None and time.monotonic() < deadline, "server did not start"
-                time.sleep(0.1)
         with ThreadPoolExecutor(1) as pool:
             upload = pool.submit(httpx.post, f"{url}/v1/predict", content=trickle(),
                                  headers={"content-type": "image/png"}, timeout=30)  # fmt: skip

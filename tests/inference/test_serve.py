@@ -12,10 +12,7 @@ import io
 import os
 import shutil
 import signal
-import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 import zlib
@@ -26,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from helpers import running_server
+from helpers import free_port, running_server, serve_process
 from PIL import Image
 
 from mlp_mixer import MLPMixer
@@ -219,20 +216,9 @@ def test_onnx_backend_answers_as_predict(checkpoint, images, expected, tmp_path)
     assert list(tmp_path.rglob("model.onnx"))  # exported once, kept for the next start
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_sigterm_answers_requests_in_flight_and_refuses_new_ones(checkpoint, images, expected):
-    port = free_port()
-    code = (
-        f"import sys; from mlp_mixer.inference.serve import serve; serve(sys.argv[1], port={port}, log_level='warning')"
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen([sys.executable, "-c", code, str(checkpoint)], env=env)
-    url, data, signalled = f"http://127.0.0.1:{port}", images[0].read_bytes(), threading.Event()
+    process, url = serve_process(checkpoint, free_port(), "log_level='warning'")
+    data, signalled = images[0].read_bytes(), threading.Event()
 
     def slow_upload():  # the request in flight: half its body before the signal, the rest after
         yield data[:20]
@@ -241,13 +227,6 @@ def test_sigterm_answers_requests_in_flight_and_refuses_new_ones(checkpoint, ima
 
     try:
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None and time.monotonic() < deadline, "server did not start"
-                time.sleep(0.1)
         with ThreadPoolExecutor(1) as pool:
             headers = {"content-type": "image/png"}
             first = pool.submit(httpx.post, f"{url}/v1/predict", content=slow_upload(), headers=headers, timeout=30)

@@ -5,9 +5,6 @@ import asyncio
 import io
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from helpers import running_server
+from helpers import free_port, running_server, serve_process
 from PIL import Image
 
 from mlp_mixer import MLPMixer
@@ -143,26 +140,11 @@ def test_worker_that_cannot_start_again_stops_the_server(checkpoint, png, tmp_pa
 def test_no_worker_outlives_its_server(checkpoint, png, how):
     """SIGTERM: the server drains, stops its worker and exits 0 within the drain deadline. SIGKILL: nothing runs
     in the server to stop it, and the worker still goes (PR_SET_PDEATHSIG, and its socket's end)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    code = (
-        "import sys; from mlp_mixer.inference.serve import serve; "
-        f"serve(sys.argv[1], port={port}, log_level='warning', drain_timeout_s=5)"
+    server, url = serve_process(
+        checkpoint, free_port(), "log_level='warning', drain_timeout_s=5", ready="/readyz", seconds=120
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    server = subprocess.Popen([sys.executable, "-c", code, str(checkpoint)], env=env)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
-        assert predict(f"http://127.0.0.1:{port}", png).status_code == 200
+        assert predict(url, png).status_code == 200
         (worker,) = children(server.pid)
         start = time.monotonic()
         server.send_signal(how)

@@ -7,7 +7,6 @@ written by 2 processes must resume on 1 or 2 and land on the uninterrupted singl
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from helpers import TASKS, distributed_worker, make_cifar
+from helpers import TASKS, distributed_worker, free_port, make_cifar
 
 from mlp_mixer import data as D
 from mlp_mixer.train import TrainConfig, distributed, train
@@ -41,12 +40,6 @@ def tiny_run(data: Path, output: Path, **changes) -> TrainConfig:
         output=str(output),
     )
     return config.replace(**changes)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def train_here(config: TrainConfig, stop_after: int | None = None) -> Path:
