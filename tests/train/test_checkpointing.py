@@ -53,6 +53,7 @@ def test_resume_after_an_epoch_is_bit_identical(tmp_path, folder, fast):
         affine=[10, 0.1, 0.1],
         hflip=0.5,
         ema=0.9,
+        sam=0.05,
         grad_accum=2,
     )
     train(base.replace(output=str(tmp_path / "full")))

@@ -150,6 +150,8 @@ def test_settings_that_cannot_be_split_are_refused(monkeypatch):
         distributed.check_config(16, 1, 3, fsdp=False, ema=0.0)
     with pytest.raises(ValueError, match="--ema 0.999 is not supported with --fsdp"):
         distributed.check_config(16, 1, 80, fsdp=True, ema=0.999)
+    with pytest.raises(ValueError, match="--sam 0.1 is not supported with --fsdp"):
+        distributed.check_config(16, 1, 80, fsdp=True, ema=0.0, sam=0.1)
 
 
 # ---------------------------------------------------------------------------------------------------------------

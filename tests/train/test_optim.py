@@ -1,10 +1,11 @@
-"""train/optim.py: the learning-rate schedule, SGD with linear decay, and the EMA of the weights."""
+"""train/optim.py: the learning-rate schedule, SGD with linear decay, the EMA of the weights and SAM."""
 
 import pytest
 import torch
 
 from mlp_mixer.analysis.plots import read_log
 from mlp_mixer.train import TrainConfig, lr_factor, train
+from mlp_mixer.train.optim import sam_gradient
 from mlp_mixer.weights.checkpoint import load_checkpoint
 
 
@@ -31,3 +32,37 @@ def test_sgd_linear_schedule_and_every_augmentation(tmp_path, folder, fast, ever
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
     ema, raw = checkpoint["model"], checkpoint["train_model"]  # EMA weights are the model; the raw ones kept
     assert any(not torch.equal(ema[k], raw[k]) for k in ema)
+
+
+def test_sam_gradient_is_the_gradient_at_the_ascended_weights():
+    """On f(w) = sum(a * w^3) (gradient 3 a w^2, closed form): SAM's gradient at w is f's gradient at
+    w + rho g / ||g||, the weights are put back, and a step with it differs from plain descent's."""
+    torch.manual_seed(0)
+    a = [torch.randn(3, 4), torch.randn(5)]
+    params = [torch.nn.Parameter(torch.randn(3, 4)), torch.nn.Parameter(torch.randn(5))]
+    before = [p.detach().clone() for p in params]
+
+    def backward():
+        for p in params:
+            p.grad = None
+        sum((ai * p**3).sum() for ai, p in zip(a, params, strict=True)).backward()
+
+    backward()
+    g = [p.grad.clone() for p in params]
+    norm = torch.cat([x.flatten() for x in g]).norm()
+    sam_gradient(params, 0.1, backward)
+    for p, w, ai, gi in zip(params, before, a, g, strict=True):
+        assert torch.equal(p.detach(), w)  # the weights are back where they were
+        ascended = w + 0.1 * gi / norm
+        torch.testing.assert_close(p.grad, 3 * ai * ascended**2)
+        assert not torch.allclose(p.grad, gi)
+
+
+def test_sam_trains_and_is_refused_below_zero(tmp_path, folder, fast):
+    metrics = train(TrainConfig(data=folder, epochs=1, sam=0.1, output=str(tmp_path / "sam"), **fast))
+    train(TrainConfig(data=folder, epochs=1, output=str(tmp_path / "plain"), **fast))
+    assert metrics["status"] == "completed"
+    sam_w, plain_w = (load_checkpoint(tmp_path / d / "last.pt")["model"] for d in ("sam", "plain"))
+    assert any(not torch.equal(sam_w[k], plain_w[k]) for k in sam_w)
+    with pytest.raises(ValueError, match="--sam must be a non-negative number"):
+        train(TrainConfig(data=folder, sam=-0.1, output=str(tmp_path / "bad"), **fast))

@@ -45,7 +45,7 @@ def cpu_choices(vendor: str | None, capability: str) -> dict[str, bool]:
     code on every AMD CPU (``mkl_blas_def_sgemm_kernel_0_zen``), so what differs between classes is oneDNN: with
     AVX-512 its GEMMs beat MKL's by 1.1-1.5x and its GELU post-op is nearly free; held to AVX2 its GEMMs tie MKL's
     or lose (0.8-1.0x at B/16) and the tanh-GELU post-op costs more than fc1 then ATen's GELU in place. Intel CPUs
-    keep MKL, where it was not measured to lose.
+    keep MKL: on a Xeon with AMX, oneDNN's GEMMs tied with it within the run-to-run noise.
     """
     avx512 = capability.startswith("AVX512")
     return {"onednn_gemm": vendor == "AuthenticAMD" and avx512, "onednn_gelu": avx512}

@@ -58,6 +58,7 @@ class TrainConfig:
     min_lr: float | None = None
     clip_grad: float | None = None  # global-norm clipping; 0 turns it off
     smoothing: float | None = None  # label smoothing
+    sam: float | None = None  # rho of sharpness-aware minimisation (two passes a step); 0 turns it off
     ema: float | None = None  # decay of an exponential moving average of the weights; 0 turns it off
     # augmentation
     affine: list[float] | None = None  # [degrees, translate, scale]: random affine on each image of a batch
@@ -108,6 +109,7 @@ DEFAULTS: dict[str, Any] = dict(
     clip_grad=1.0,
     smoothing=0.1,
     ema=0.0,
+    sam=0.0,
     affine=[0.0, 0.0, 0.0],
     hflip=0.5,
     crop_scale=0.35,
@@ -276,6 +278,7 @@ def check_config(c: TrainConfig, check_memory: bool = True) -> None:
         "cutmix",
         "dropout",
         "drop_path",
+        "sam",
     ):
         value = getattr(c, name)
         if not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):

@@ -118,7 +118,7 @@ def process_device(device: torch.device) -> torch.device:
     return torch.device("cuda", local)
 
 
-def check_config(batch_size: int, grad_accum: int, num_train: int, fsdp: bool, ema: float) -> None:
+def check_config(batch_size: int, grad_accum: int, num_train: int, fsdp: bool, ema: float, sam: float = 0.0) -> None:
     """Reject settings that cannot be split over the processes, naming the option and the numbers.
 
     Args:
@@ -127,9 +127,11 @@ def check_config(batch_size: int, grad_accum: int, num_train: int, fsdp: bool, e
         grad_accum: micro-batches per process and step; each needs at least one image.
         num_train: training images. Fewer than one global batch is one step of them all an epoch, as on one
             process (each process takes its share), so a small dataset trains with the default batch.
-        fsdp, ema: ``--fsdp`` shards the weights, which the EMA copy does not follow.
+        fsdp, ema, sam: ``--fsdp`` shards the weights, which the EMA copy and SAM's shift do not follow.
     """
     w = world_size()
+    if fsdp and sam > 0 and w > 1:
+        raise ValueError(f"--sam {sam} is not supported with --fsdp yet (its shift needs whole gradients); use DDP")
     if fsdp and ema > 0 and w > 1:
         raise ValueError(f"--ema {ema} is not supported with --fsdp (the EMA copy would not be sharded); use --ema 0")
     if w == 1:

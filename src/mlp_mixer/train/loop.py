@@ -19,6 +19,7 @@ so ``--resume`` continues exactly where the run stopped, even within an epoch.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -54,6 +55,7 @@ from .inputs import (
     seed_global,
     shard_epoch,
 )
+from .optim import sam_gradient
 from .run_dir import RunFiles
 from .state import EpochStats, Run
 
@@ -67,6 +69,39 @@ class NonFiniteLoss(RuntimeError):
 
 def _all_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def forward_backward(
+    run: Run,
+    autocast: torch.autocast,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    labels: torch.Tensor,
+    seed: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fresh gradients of the batch's mean loss, in ``grad_accum`` chunks (the global generator reseeded with
+    ``seed`` first when given); the batch's summed loss and its correct count."""
+    config = run.config
+    if seed is not None:
+        seed_global(seed, run.device)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss_sum = torch.zeros((), device=run.device)
+    correct = torch.zeros((), device=run.device)
+    for chunk_x, chunk_t, chunk_y in zip(
+        images.tensor_split(config.grad_accum),
+        targets.tensor_split(config.grad_accum),
+        labels.tensor_split(config.grad_accum),
+        strict=True,
+    ):
+        if len(chunk_y) == 0:
+            continue
+        with autocast:
+            logits = run.forward(chunk_x)
+            loss = F.cross_entropy(logits.float(), chunk_t, label_smoothing=config.smoothing)
+        (loss * (len(chunk_y) / len(labels))).backward()
+        loss_sum += loss.detach() * len(chunk_y)
+        correct += (logits.detach().argmax(1) == chunk_y).sum()
+    return loss_sum, correct
 
 
 def train_one_epoch(
@@ -104,23 +139,12 @@ def train_one_epoch(
             targets: torch.Tensor = labels
             if mix is not None and n > 1:
                 images, targets = mix(images, labels)
-            run.optimizer.zero_grad(set_to_none=True)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device)
-            for chunk_x, chunk_t, chunk_y in zip(
-                images.tensor_split(config.grad_accum),
-                targets.tensor_split(config.grad_accum),
-                labels.tensor_split(config.grad_accum),
-                strict=True,
-            ):
-                if len(chunk_y) == 0:
-                    continue
-                with autocast:
-                    logits = run.forward(chunk_x)
-                    loss = F.cross_entropy(logits.float(), chunk_t, label_smoothing=config.smoothing)
-                (loss * (len(chunk_y) / n)).backward()
-                loss_sum += loss.detach() * len(chunk_y)
-                correct += (logits.detach().argmax(1) == chunk_y).sum()
+            # SAM's two passes draw the same dropout and drop-path masks: both start from one seed
+            masks = mix_seed(config.seed, 5, run.step) + distributed.rank() if config.sam > 0 else None
+            loss_sum, correct = forward_backward(run, autocast, images, targets, labels, seed=masks)
+            if config.sam > 0:
+                again = functools.partial(forward_backward, run, autocast, images, targets, labels, seed=masks)
+                sam_gradient(params, config.sam, again)
             if any_process(not torch.isfinite(loss_sum)):
                 raise NonFiniteLoss(f"the loss became {loss_sum.item()} at step {run.step}")
             if config.clip_grad > 0:
@@ -267,7 +291,9 @@ def train(config: TrainConfig, on_epoch_end: Callable[[dict[str, Any]], bool | N
     distributed.init_from_env(device)  # under torchrun: join the other processes (nothing happens otherwise)
     device = distributed.process_device(device)  # cuda -> cuda:LOCAL_RANK
     splits = open_data(config)
-    distributed.check_config(config.batch_size, config.grad_accum, len(splits.train), config.fsdp, config.ema)
+    distributed.check_config(
+        config.batch_size, config.grad_accum, len(splits.train), config.fsdp, config.ema, config.sam
+    )
     run, notes = prepare_run(config, splits, device, checkpoint)
     notes = [note for note in (thread_note, worker_note) if note] + notes
     output = Path(run.config.output or default_output(run.config.data))

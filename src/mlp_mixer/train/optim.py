@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -67,3 +68,25 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         mine, theirs = list(self.model.parameters()), list(model.parameters())
         torch._foreach_lerp_(mine, theirs, 1 - self.decay)
+
+
+@torch.no_grad()
+def sam_gradient(params: list[nn.Parameter], rho: float, backward: Callable[[], object]) -> None:
+    """Replace the gradients of ``params`` by sharpness-aware minimisation's (Foret et al. 2021): the gradients at
+    ``w + rho * g / ||g||``, where ``g`` are the gradients there now (``||g||`` over all of them); ``backward``
+    recomputes the gradients at the current weights. The weights are put back, so the optimizer steps from ``w``.
+
+    Chen et al. (2021) found Mixers to converge to sharp minima and SAM to lift Mixer-B/16 on ImageNet by 11 points;
+    on the embedded MNIST default it lifted the mean held-out top-1 of seeds 0-2 by ~0.5 points, at two passes a
+    step (docs/train.md).
+    """
+    moved = [p for p in params if p.grad is not None]
+    grads = [p.grad for p in moved]
+    norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+    if not math.isfinite(norm):  # keep the gradients: the caller stops on the non-finite loss, weights intact
+        return
+    shifts = torch._foreach_mul(grads, rho / (norm + 1e-12))
+    torch._foreach_add_(moved, shifts)
+    with torch.enable_grad():
+        backward()
+    torch._foreach_sub_(moved, shifts)
