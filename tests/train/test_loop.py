@@ -65,8 +65,10 @@ def test_grad_accum_gives_the_same_training(tmp_path, cifar, fast):
     one = train(TrainConfig(data=cifar, epochs=2, output=str(tmp_path / "a"), **fast))
     two = train(TrainConfig(data=cifar, epochs=2, output=str(tmp_path / "b"), grad_accum=4, **fast))
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    # Adam divides by sqrt(v): where a gradient is ~0, the chunked sums' last bits move its step (1.2e-5 on one
+    # bias on an Intel Xeon with AMX); 1e-4 is a tenth of one step at lr 1e-3.
     for key in a["model"]:
-        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-4)
     assert one["val_top1"] == two["val_top1"]
 
 
