@@ -190,7 +190,7 @@ def test_progress_is_a_line_every_few_seconds_when_stderr_is_not_a_terminal(chec
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert [line.split(" files")[0] for line in lines] == ["predict: 2/5", "predict: 4/5", "predict: 5/5"], err
-    assert all(re.search(r"files \(\d+%\), [\d.]+ files/s, \d+ s", line) for line in lines), err
+    assert all(re.search(r"files \(\d+%\), [\d,.]+ files/s, \d+ s", line) for line in lines), err
     assert "predict:" not in out and len(out.strip().splitlines()) == 5
     monkeypatch.setattr("mlp_mixer.utils.progress.PROGRESS_SECONDS", 3600.0)  # a short run in a log: silent
     assert main(["predict", str(images), "--checkpoint", str(checkpoint), "--device", "cpu"]) == 0
