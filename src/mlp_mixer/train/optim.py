@@ -1,4 +1,4 @@
-"""The optimizer, the learning-rate schedule and the EMA of the weights a run trains with."""
+"""The optimizer, the learning-rate schedule, the EMA of the weights and SAM's gradient a run trains with."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def sam_gradient(params: list[nn.Parameter], rho: float, backward: Callable[[], 
     """
     moved = [p for p in params if p.grad is not None]
     grads = [p.grad for p in moved]
-    norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+    norm = float(nn.utils.get_total_norm(grads))
     if not math.isfinite(norm):  # keep the gradients: the caller stops on the non-finite loss, weights intact
         return
     shifts = torch._foreach_mul(grads, rho / (norm + 1e-12))
