@@ -36,7 +36,7 @@ def test_sgd_linear_schedule_and_every_augmentation(tmp_path, folder, fast, ever
 
 def test_sam_gradient_is_the_gradient_at_the_ascended_weights():
     """On f(w) = sum(a * w^3) (gradient 3 a w^2, closed form): SAM's gradient at w is f's gradient at
-    w + rho g / ||g||, the weights are put back, and a step with it differs from plain descent's."""
+    w + rho g / ||g||, the weights are put back, and it differs from the plain gradient."""
     torch.manual_seed(0)
     a = [torch.randn(3, 4), torch.randn(5)]
     params = [torch.nn.Parameter(torch.randn(3, 4)), torch.nn.Parameter(torch.randn(5))]
