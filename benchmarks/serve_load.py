@@ -10,9 +10,10 @@ machine load. Reported per run: throughput, client-side p50/p99 latency, the pea
 processes during the run (VmHWM, reset before each run), the error count (non-200 answers and failed requests; it
 must be 0) and, for ours, the histogram of forward-pass batch sizes read from ``/metrics``. Every run is bounded
 in requests and in time. Batching on: ``--max-batch-size 32 --max-wait-ms 5`` (LitServe: ``max_batch_size=32,
-batch_timeout=0.005``); off: 1. Server intra-op threads: ``--threads`` (1) for both. The weights are random (a
-trained head changes nothing in the timing); results go to ``benchmarks/results/serve_load.{json,md}`` with the
-CPU model and the load average.
+batch_timeout=0.005``); off: 1. Server intra-op threads: ``--threads`` for both (default: the cores, torch's
+own default and so both servers' out of the box; ours then runs a batch in one-thread lanes). The weights are
+random (a trained head changes nothing in the timing); results go to ``benchmarks/results/serve_load.{json,md}``
+with the CPU model and the load average.
 
     PYTHONPATH=src .venv/bin/python benchmarks/serve_load.py                      # the full plan, ours vs LitServe
     PYTHONPATH=src .venv/bin/python benchmarks/serve_load.py --models small --servers ours --backends torch onnx \
@@ -334,8 +335,12 @@ def main() -> None:
     parser.add_argument("--requests-small", type=int, default=400, help="requests per run, small model")
     parser.add_argument("--requests-s16", type=int, default=64, help="requests per run, S/16 (at least 2 x clients)")
     parser.add_argument("--time-limit", type=float, default=180.0, help="seconds per run at most")
-    # One by default: the clients share the CPU, and two busy OpenMP threads on 2 shared cores stall each other.
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads of the servers (default: 1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="intra-op threads of the servers (default: the cores, as torch chooses)",
+    )
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "serve_load"))
     args = parser.parse_args()
 

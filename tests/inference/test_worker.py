@@ -5,6 +5,7 @@ import asyncio
 import io
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from PIL import Image
 from mlp_mixer import MLPMixer
 from mlp_mixer.inference.predict import Predictor
 from mlp_mixer.inference.serve import create_app
-from mlp_mixer.inference.worker import ModelWorker, WorkerError
+from mlp_mixer.inference.worker import ModelWorker, WorkerError, lanes
 from mlp_mixer.model.pretrained import Preprocessing
 from mlp_mixer.model.variants import TINY
 from mlp_mixer.utils.files import atomic_save
@@ -67,9 +68,10 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def test_worker_logits_equal_the_in_process_predictor(checkpoint):
+@pytest.mark.parametrize("threads", [1, 2])  # 2: a batch runs in two lanes
+def test_worker_logits_equal_the_in_process_predictor(checkpoint, threads):
     predictor = Predictor(checkpoint, device="cpu", amp=False)
-    worker = ModelWorker(checkpoint, (3, 16, 16), 10, max_batch_size=8, threads=1)
+    worker = ModelWorker(checkpoint, (3, 16, 16), 10, max_batch_size=8, threads=threads)
 
     async def run() -> list[torch.Tensor]:
         await worker.start()
@@ -93,6 +95,23 @@ def test_worker_logits_equal_the_in_process_predictor(checkpoint):
 
     with pytest.raises(ValueError, match="1 to 8"):
         asyncio.run(too_large())
+
+
+def test_lanes_run_slices_on_single_threaded_threads_and_keep_the_order():
+    calls = []
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        calls.append((len(x), threading.current_thread().name, torch.get_num_threads()))
+        return x * 2
+
+    run = lanes(forward, 2)
+    x = torch.arange(5.0)[:, None]
+    torch.testing.assert_close(run(x), x * 2, rtol=0, atol=0)  # rows back in their order
+    assert sorted(c[0] for c in calls) == [2, 3]
+    assert all(name.startswith("mixer-lane") and threads == 1 for _, name, threads in calls)
+    calls.clear()
+    run(x[:1])  # one image: on the caller's thread, with its intra-op threads
+    assert calls == [(1, threading.current_thread().name, torch.get_num_threads())]
 
 
 def test_killed_worker_answers_503_and_is_started_again(checkpoint, png):

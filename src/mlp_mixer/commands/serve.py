@@ -29,7 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend", choices=options.BACKENDS, default="torch", help="torch, or onnx via onnxruntime (default: torch)"
     )
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the library's own)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="intra-op threads; on a CPU, a batch runs in that many one-thread lanes (default: the library's own)",
+    )
     parser.add_argument(
         "--in-process",
         action="store_true",

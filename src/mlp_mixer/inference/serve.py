@@ -414,6 +414,8 @@ def create_app(
         worker = ModelWorker(checkpoint, (model.in_channels, *model.image_size), model.num_classes, max_batch_size,
                              backend=backend, onnx_path=onnx_path, device=device, threads=threads)  # fmt: skip
         forward = worker  # its begin() starts a pass on the event loop
+        # Decoding here runs in threads of its own; an OpenMP team on every core would contend with the worker's.
+        torch.set_num_threads(1)
     elif backend == "torch":
         forward = lambda x: predictor.logits(x).cpu()  # noqa: E731
     else:
