@@ -74,7 +74,7 @@ def lanes(forward: Callable[[torch.Tensor], torch.Tensor], count: int) -> Callab
 
     With one OpenMP team over all cores, every operation ends at a barrier: when the server's parsing takes a core
     for a moment, the other threads wait for it at each barrier. Slices share no barrier, so that moment delays one
-    slice once. S/16 at 32 clients on 2 cores: 18.7 against 16.2 req/s (docs/serve.md). Rows are computed as in
+    slice once. S/16 at 32 clients on 2 cores: 18.1 against 15.3 req/s (docs/serve.md). Rows are computed as in
     the whole batch, to float rounding."""
     from concurrent.futures import ThreadPoolExecutor
 
