@@ -338,8 +338,8 @@ def main() -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=os.cpu_count() or 1,
-        help="intra-op threads of the servers (default: the cores, as torch chooses)",
+        default=torch.get_num_threads(),
+        help="intra-op threads of the servers (default: torch's own, the cores)",
     )
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "serve_load"))
     args = parser.parse_args()

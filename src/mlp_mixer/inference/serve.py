@@ -414,8 +414,6 @@ def create_app(
         worker = ModelWorker(checkpoint, (model.in_channels, *model.image_size), model.num_classes, max_batch_size,
                              backend=backend, onnx_path=onnx_path, device=device, threads=threads)  # fmt: skip
         forward = worker  # its begin() starts a pass on the event loop
-        # Decoding here runs in threads of its own; an OpenMP team on every core would contend with the worker's.
-        torch.set_num_threads(1)
     elif backend == "torch":
         forward = lambda x: predictor.logits(x).cpu()  # noqa: E731
     else:
@@ -524,6 +522,10 @@ def serve(
     sys.setswitchinterval(0.001)
     raise_file_limit(options.get("max_connections", defaults.DEFAULT_MAX_CONNECTIONS))
     app = create_app(checkpoint, **options)
+    if app.state.serve.worker is not None:
+        # The pass is the worker's; decoding here runs in threads of its own, and an OpenMP team on every core
+        # would contend with the worker's. Set here, not in create_app: this process is the server's alone.
+        torch.set_num_threads(1)
     if host not in LOOPBACK:
         log.warning(
             "listening on %s, not loopback: anyone who reaches it can use the model and read /v1/model and "
