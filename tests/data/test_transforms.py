@@ -72,6 +72,26 @@ def test_train_geometry_is_torchvisions_crop_then_randaugment(channels, layout):
     assert train_geometry(None, 0.08, None) is None
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_training_crop_alone_is_torchvisions_and_leaves_hwc_memory(channels):
+    """Without RandAugment the crop's own output reaches the batch: torchvision's pixels, in (H, W, C) memory (a
+    one-image channels_last batch must stay one through the resize, or RandAugment and collate copy it back)."""
+    from torchvision.transforms import v2
+
+    from mlp_mixer.data.transforms import train_geometry
+
+    reference = v2.RandomResizedCrop((24, 24), scale=(0.08, 1.0), antialias=True)
+    ours = train_geometry((24, 24), 0.08, None)
+    for seed in range(6):
+        image = torch.randint(0, 256, (49 + seed, 61, channels), dtype=torch.uint8).permute(2, 0, 1)
+        torch.manual_seed(seed)
+        expected = reference(image.contiguous())
+        torch.manual_seed(seed)
+        got = ours(image)
+        assert torch.equal(got, expected), seed
+        assert got.permute(1, 2, 0).is_contiguous(), got.stride()
+
+
 def test_to_input_of_a_channels_last_batch_is_that_of_a_contiguous_one():
     preprocessing = Preprocessing(image_size=(16, 16), mean=(0.2, 0.4, 0.6), std=(0.3, 0.2, 0.1))
     hwc = torch.randint(0, 256, (4, 16, 16, 3), dtype=torch.uint8)

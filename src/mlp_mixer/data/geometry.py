@@ -48,7 +48,9 @@ def resize(image: torch.Tensor, size: int | tuple[int, int], interpolation: str 
     cast = image.dtype not in (torch.float32, torch.float64) and not (
         image.dtype == torch.uint8 and image.device.type == "cpu" and native
     )
-    x = image.reshape(-1, channels, height, width)
+    # A 4-D batch as it is: reshape would give a one-image channels_last batch a batch stride of C, which no longer
+    # reads as channels_last, and interpolate would then return (C, H, W) memory (a transposing copy downstream).
+    x = image if image.dim() == 4 else image.reshape(-1, channels, height, width)
     x = x.float() if cast else x
     x = F.interpolate(x, size=list(new), mode=interpolation, align_corners=False if antialias else None,
                       antialias=antialias)  # fmt: skip
