@@ -39,6 +39,10 @@ def test_collate_stacks_hwc_views_as_they_lie_and_others_as_torch_stack():
     assert batch.images.is_contiguous(memory_format=torch.channels_last) and batch.labels.tolist() == [0, 1, 2]
     mixed = collate([views[0], (views[1][0].contiguous(), 1)])  # not all views: a plain contiguous stack
     assert mixed.images.is_contiguous() and torch.equal(mixed.images, torch.stack([v for v, _ in views[:2]]))
+    crops = [(v[:, 1:4, 2:6], i) for v, i in views]  # center-crop views: rows apart, channels innermost
+    cropped = collate(crops)
+    assert torch.equal(cropped.images, torch.stack([v for v, _ in crops]))
+    assert cropped.images.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_a_workers_batch_is_collated_into_shared_memory():

@@ -92,6 +92,19 @@ def test_the_training_crop_alone_is_torchvisions_and_leaves_hwc_memory(channels)
         assert got.permute(1, 2, 0).is_contiguous(), got.stride()
 
 
+def test_the_eval_geometry_of_hwc_memory_is_torchvisions_and_stays_hwc():
+    """The held-out resize and crop of a decoded image ((C, H, W) view of (H, W, C) memory): torchvision's pixels,
+    as a view of (H, W, C) memory, which collate stacks without transposing."""
+    from torchvision.transforms import v2
+
+    preprocessing = Preprocessing(image_size=(24, 24), crop_pct=0.875)
+    reference = v2.Compose([v2.Resize(27, antialias=True), v2.CenterCrop(24)])
+    image = torch.randint(0, 256, (40, 53, 3), dtype=torch.uint8).permute(2, 0, 1)
+    got = eval_geometry(preprocessing)(image)
+    assert torch.equal(got, reference(image.contiguous()))
+    assert got.stride()[0] == 1 and got.stride()[2] == 3, got.stride()  # a view of (H, W, C) memory
+
+
 def test_to_input_of_a_channels_last_batch_is_that_of_a_contiguous_one():
     preprocessing = Preprocessing(image_size=(16, 16), mean=(0.2, 0.4, 0.6), std=(0.3, 0.2, 0.1))
     hwc = torch.randint(0, 256, (4, 16, 16, 3), dtype=torch.uint8)

@@ -48,9 +48,11 @@ def resize(image: torch.Tensor, size: int | tuple[int, int], interpolation: str 
     cast = image.dtype not in (torch.float32, torch.float64) and not (
         image.dtype == torch.uint8 and image.device.type == "cpu" and native
     )
-    # A 4-D batch as it is: reshape would give a one-image channels_last batch a batch stride of C, which no longer
-    # reads as channels_last, and interpolate would then return (C, H, W) memory (a transposing copy downstream).
-    x = image if image.dim() == 4 else image.reshape(-1, channels, height, width)
+    x = image.reshape(-1, channels, height, width)
+    if x.shape[0] == 1:  # one image of (H, W, C) memory: reshape gives it a batch stride of C, which does not read as
+        # channels_last, and interpolate would return (C, H, W) memory (a transposing copy downstream); a size-1
+        # dimension's stride is free, so give it the whole image's
+        x = x.as_strided(x.shape, (x.numel(), *x.stride()[1:]))
     x = x.float() if cast else x
     x = F.interpolate(x, size=list(new), mode=interpolation, align_corners=False if antialias else None,
                       antialias=antialias)  # fmt: skip

@@ -45,7 +45,8 @@ def stack(images: list[torch.Tensor]) -> torch.Tensor:
     float batch contiguous. In a DataLoader worker the batch is written into shared memory directly, as
     ``default_collate`` does, so it crosses to the main process without another copy."""
     hwc = [image.permute(1, 2, 0) for image in images]
-    channels_last = all(x.is_contiguous() for x in hwc)
+    # (H, W, C) memory, rows possibly apart (a center crop's view): copied row by row, no transposing
+    channels_last = all(x.stride(2) == 1 and x.stride(1) == x.shape[2] for x in hwc)
     parts = hwc if channels_last else images
     out = None
     if torch.utils.data.get_worker_info() is not None:
