@@ -49,17 +49,18 @@ def test_random_hflip_flips_the_drawn_images():
 
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_train_geometry_is_torchvisions_crop_then_randaugment(channels, layout):
+@pytest.mark.parametrize("randaugment", [(2, 9), None])
+def test_train_geometry_is_torchvisions_crop_then_randaugment(channels, layout, randaugment):
     """The same draws, boxes and pixels as v2.Compose([v2.RandomResizedCrop, PILRandAugment]) from the same seed,
-    whatever the input's memory layout; the output is a view of (H, W, C) memory."""
+    whatever the input's memory layout; the output is a view of (H, W, C) memory, the crop's own without
+    RandAugment (a one-image channels_last batch must stay one through the resize)."""
     from torchvision.transforms import v2
 
     from mlp_mixer.data.transforms import PILRandAugment, train_geometry
 
-    reference = v2.Compose(
-        [v2.RandomResizedCrop((24, 24), scale=(0.08, 1.0), antialias=True), PILRandAugment(num_ops=2, magnitude=9)]
-    )
-    ours = train_geometry((24, 24), 0.08, (2, 9))
+    crop = v2.RandomResizedCrop((24, 24), scale=(0.08, 1.0), antialias=True)
+    reference = v2.Compose([crop] + ([PILRandAugment(*randaugment)] if randaugment else []))
+    ours = train_geometry((24, 24), 0.08, randaugment)
     for seed in range(12):
         image = torch.randint(0, 256, (channels, 37 + seed, 51), dtype=torch.uint8)
         given = image if layout == "contiguous" else image.permute(1, 2, 0).contiguous().permute(2, 0, 1)
@@ -68,28 +69,8 @@ def test_train_geometry_is_torchvisions_crop_then_randaugment(channels, layout):
         torch.manual_seed(seed)
         got = ours(given)
         assert torch.equal(got, expected), seed
-        assert got.shape == (channels, 24, 24) and got.permute(1, 2, 0).is_contiguous()
+        assert got.shape == (channels, 24, 24) and got.permute(1, 2, 0).is_contiguous(), got.stride()
     assert train_geometry(None, 0.08, None) is None
-
-
-@pytest.mark.parametrize("channels", [1, 3])
-def test_the_training_crop_alone_is_torchvisions_and_leaves_hwc_memory(channels):
-    """Without RandAugment the crop's own output reaches the batch: torchvision's pixels, in (H, W, C) memory (a
-    one-image channels_last batch must stay one through the resize, or RandAugment and collate copy it back)."""
-    from torchvision.transforms import v2
-
-    from mlp_mixer.data.transforms import train_geometry
-
-    reference = v2.RandomResizedCrop((24, 24), scale=(0.08, 1.0), antialias=True)
-    ours = train_geometry((24, 24), 0.08, None)
-    for seed in range(6):
-        image = torch.randint(0, 256, (49 + seed, 61, channels), dtype=torch.uint8).permute(2, 0, 1)
-        torch.manual_seed(seed)
-        expected = reference(image.contiguous())
-        torch.manual_seed(seed)
-        got = ours(image)
-        assert torch.equal(got, expected), seed
-        assert got.permute(1, 2, 0).is_contiguous(), got.stride()
 
 
 def test_the_eval_geometry_of_hwc_memory_is_torchvisions_and_stays_hwc():
