@@ -5,7 +5,7 @@ import torch
 
 from mlp_mixer.analysis.plots import read_log
 from mlp_mixer.train import TrainConfig, lr_factor, train
-from mlp_mixer.train.optim import sam_gradient
+from mlp_mixer.train.optim import SAM, sam_gradient
 from mlp_mixer.weights.checkpoint import load_checkpoint
 
 
@@ -58,6 +58,47 @@ def test_sam_gradient_is_the_gradient_at_the_ascended_weights():
         assert not torch.allclose(p.grad, gi)
 
 
+def test_looksam_reuses_the_flat_direction_between_its_sam_steps():
+    """LookSAM (--sam-every 3): at step 0 the gradient is SAM's and v (what is kept) is its part orthogonal to the
+    plain gradient; at steps 1 and 2 the plain gradient plus alpha ||g|| / ||v|| v, without a second pass; at step
+    3 SAM's again. On f(w) = sum(a * w^3), whose gradient is known in closed form."""
+    torch.manual_seed(0)
+    a = [torch.randn(3, 4), torch.randn(5)]
+    params = [torch.nn.Parameter(torch.randn(3, 4)), torch.nn.Parameter(torch.randn(5))]
+    passes = []
+
+    def backward():
+        passes.append(1)
+        for p in params:
+            p.grad = None
+        sum((ai * p**3).sum() for ai, p in zip(a, params, strict=True)).backward()
+
+    def flat(tensors):
+        return torch.cat([t.flatten() for t in tensors])
+
+    sam = SAM(0.1, every=3, alpha=0.2)
+    for step in range(4):
+        backward()
+        plain = flat([p.grad for p in params])
+        w = flat([p.detach() for p in params])
+        passes.clear()
+        sam(params, step, backward)
+        got = flat([p.grad for p in params])
+        if step % 3 == 0:
+            assert len(passes) == 1
+            ascended = w + 0.1 * plain / plain.norm()
+            torch.testing.assert_close(got, 3 * flat(a) * ascended**2)  # SAM's gradient
+            v = flat(sam.flat)
+            assert abs(v @ plain) < 1e-5 * v.norm() * plain.norm()  # orthogonal to g
+            torch.testing.assert_close(v + (got @ plain) / plain.norm() ** 2 * plain, got)  # g_s = its parts
+        else:
+            assert passes == []  # no second pass
+            torch.testing.assert_close(got, plain + 0.2 * plain.norm() / v.norm() * v)
+        with torch.no_grad():  # move, so the next step's gradient differs
+            for p in params:
+                p -= 0.05 * p.grad
+
+
 def test_sam_trains_and_is_refused_below_zero(tmp_path, folder, fast):
     metrics = train(TrainConfig(data=folder, epochs=1, sam=0.1, output=str(tmp_path / "sam"), **fast))
     train(TrainConfig(data=folder, epochs=1, output=str(tmp_path / "plain"), **fast))
@@ -66,3 +107,5 @@ def test_sam_trains_and_is_refused_below_zero(tmp_path, folder, fast):
     assert any(not torch.equal(sam_w[k], plain_w[k]) for k in sam_w)
     with pytest.raises(ValueError, match="--sam must be a non-negative number"):
         train(TrainConfig(data=folder, sam=-0.1, output=str(tmp_path / "bad"), **fast))
+    with pytest.raises(ValueError, match="--sam-every must be a whole number of steps, 1 or more, got 0"):
+        train(TrainConfig(data=folder, sam=0.1, sam_every=0, output=str(tmp_path / "bad"), **fast))

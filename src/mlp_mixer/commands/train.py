@@ -89,6 +89,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     option(g, "--smoothing", "label smoothing", type=float)
     option(g, "--ema", "EMA decay of the weights (0: off)", type=float)
     option(g, "--sam", "radius rho of sharpness-aware minimisation, e.g. 0.15 (0: off; two passes a step)", type=float)
+    option(g, "--sam-every", "LookSAM: SAM's second pass every N steps, its flat direction reused between", type=int)
+    option(g, "--sam-alpha", "LookSAM: the reused direction's length, a fraction of the gradient's", type=float)
     g = parser.add_argument_group("augmentation")
     option(g, "--affine", "DEGREES,TRANSLATE,SCALE random affine per image, e.g. 12,0.1,0.1")
     option(g, "--hflip", "horizontal flip probability", type=float)

@@ -20,7 +20,7 @@ from . import distributed
 from .checkpointing import restore
 from .config import SIZE_FIELDS, TrainConfig
 from .inputs import attach_transforms, epoch_batches, mixing
-from .optim import EMA, build_optimizer, build_scheduler
+from .optim import EMA, SAM, build_optimizer, build_scheduler
 from .state import Run
 
 
@@ -70,6 +70,7 @@ def prepare_run(
         preprocessing=preprocessing,
         device=device,
         ema=EMA(model, config.ema) if config.ema > 0 else None,
+        sam=SAM(config.sam, config.sam_every, config.sam_alpha) if config.sam > 0 else None,
         mix=mixing(config, model.num_classes),
         threads=ThreadGovernor(torch.get_num_threads()) if device.type == "cpu" and config.threads is None else None,
         classes=list(splits.classes),

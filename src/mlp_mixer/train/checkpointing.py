@@ -51,6 +51,8 @@ def make_checkpoint(run: Run) -> dict[str, Any]:
     }
     if run.ema is not None:
         checkpoint["train_model"] = distributed.full_state_dict(run.model)
+    if run.sam is not None and run.sam.flat is not None:
+        checkpoint["sam_direction"] = [v.cpu() for v in run.sam.flat]
     return checkpoint
 
 
@@ -72,6 +74,8 @@ def restore(run: Run, checkpoint: dict[str, Any]) -> None:
     set_rng_states(checkpoint.get("rng", {}), run.device)
     run.epoch, run.step, run.batch = checkpoint["epoch"], checkpoint["step"], checkpoint["batch"]
     run.history, run.best = list(checkpoint["history"]), dict(checkpoint["best"])
+    if run.sam is not None and "sam_direction" in checkpoint:
+        run.sam.flat = [v.to(run.device) for v in checkpoint["sam_direction"]]
     if run.epoch >= config.epochs:
         raise ValueError(
             f"{config.resume} already finished {run.epoch} epochs; pass --epochs N > {run.epoch} to train longer"

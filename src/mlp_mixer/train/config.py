@@ -59,6 +59,8 @@ class TrainConfig:
     clip_grad: float | None = None  # global-norm clipping; 0 turns it off
     smoothing: float | None = None  # label smoothing
     sam: float | None = None  # rho of sharpness-aware minimisation (two passes a step); 0 turns it off
+    sam_every: int | None = None  # LookSAM: SAM's second pass every N steps, its flat direction reused between
+    sam_alpha: float | None = None  # LookSAM: the reused direction's length, a fraction of the gradient's
     ema: float | None = None  # decay of an exponential moving average of the weights; 0 turns it off
     # augmentation
     affine: list[float] | None = None  # [degrees, translate, scale]: random affine on each image of a batch
@@ -110,6 +112,8 @@ DEFAULTS: dict[str, Any] = dict(
     smoothing=0.1,
     ema=0.0,
     sam=0.0,
+    sam_every=1,
+    sam_alpha=0.2,
     affine=[0.0, 0.0, 0.0],
     hflip=0.5,
     crop_scale=0.35,
@@ -264,6 +268,8 @@ def check_config(c: TrainConfig, check_memory: bool = True) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(c, name)!r}")
     if not isinstance(c.no_aug_epochs, int) or c.no_aug_epochs < 0:  # >= --epochs: every epoch unaugmented
         raise ValueError(f"--no-aug-epochs must be a whole number of epochs, 0 or more, got {c.no_aug_epochs!r}")
+    if not isinstance(c.sam_every, int) or isinstance(c.sam_every, bool) or c.sam_every < 1:
+        raise ValueError(f"--sam-every must be a whole number of steps, 1 or more, got {c.sam_every!r}")
     if c.grad_accum > c.batch_size:
         raise ValueError(f"--grad-accum {c.grad_accum} is larger than --batch-size {c.batch_size}")
     for name in (
@@ -279,6 +285,7 @@ def check_config(c: TrainConfig, check_memory: bool = True) -> None:
         "dropout",
         "drop_path",
         "sam",
+        "sam_alpha",
     ):
         value = getattr(c, name)
         if not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):

@@ -55,7 +55,6 @@ from .inputs import (
     seed_global,
     shard_epoch,
 )
-from .optim import sam_gradient
 from .run_dir import RunFiles
 from .state import EpochStats, Run
 
@@ -142,9 +141,9 @@ def train_one_epoch(
             # SAM's two passes draw the same dropout and drop-path masks: both start from one seed
             masks = mix_seed(config.seed, 5, run.step) + distributed.rank() if config.sam > 0 else None
             loss_sum, correct = forward_backward(run, autocast, images, targets, labels, seed=masks)
-            if config.sam > 0:
+            if run.sam is not None:
                 again = functools.partial(forward_backward, run, autocast, images, targets, labels, seed=masks)
-                sam_gradient(params, config.sam, again)
+                run.sam(params, run.step, again)
             if any_process(not torch.isfinite(loss_sum)):
                 raise NonFiniteLoss(f"the loss became {loss_sum.item()} at step {run.step}")
             if config.clip_grad > 0:

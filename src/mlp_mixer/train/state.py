@@ -14,7 +14,7 @@ from ..model.mixer import MLPMixer
 from ..model.pretrained import Preprocessing
 from ..utils.threads import ThreadGovernor
 from .config import TrainConfig
-from .optim import EMA
+from .optim import EMA, SAM
 
 
 @dataclass
@@ -29,6 +29,7 @@ class Run:
     preprocessing: Preprocessing
     device: torch.device
     ema: EMA | None = None
+    sam: SAM | None = None  # --sam: the gradients' replacement, with LookSAM's reused direction
     mix: Callable | None = None  # MixUp / CutMix
     threads: ThreadGovernor | None = None  # CPU threads follow the free cores (None: --threads pinned them)
     classes: list[str] = field(default_factory=list)
