@@ -13,7 +13,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 RUNS = {  # folder: label
     "default_run_40ep": "40 epochs, batch 128, lr 5e-3, fp32 (issue 8)",
     "default_run_20ep_fp32": "20 epochs, batch 64, lr 3e-3, fp32, tanh GELU (issue 16)",
-    "default_run": "20 epochs, batch 32, lr 2e-3, bf16, erf GELU (now)",
+    "default_run_p4": "20 epochs, batch 32, lr 2e-3, bf16, erf GELU, 4x4-pixel patches (issue 26)",
+    "default_run": "the same with 7x7-pixel patches (now)",
 }
 
 

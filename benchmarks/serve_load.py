@@ -53,7 +53,7 @@ from mlp_mixer.utils.devices import cpu_model
 ROOT = Path(__file__).parent.parent
 # name: (constructor arguments, preprocessing, the uploaded image's size and mode)
 MODELS: dict[str, tuple[dict[str, Any], Preprocessing, tuple[int, int], str]] = {
-    "small": (  # the embedded default's Mixer (mlp-mixer train), 440,624 parameters
+    "small": (  # the embedded default's Mixer until 2026-12-03 (4x4-pixel patches), 440,624 parameters
         dict(
             dim=128, depth=6, token_dim=64, channel_dim=256, patch_size=4, image_size=28, in_channels=1, num_classes=10
         ),

@@ -61,7 +61,7 @@ def _parse(argv):
         (["--data", "/nonexistent/folder"], "--data /nonexistent/folder does not exist"),
         (["--init-from", "/nonexistent.pt"], "/nonexistent.pt"),
         (["--num-classes", "7"], "--num-classes 7 does not match the data: 10 classes"),
-        (["--image-size", "30"], "image_size 30 is not divisible by patch_size 4"),
+        (["--image-size", "30"], "image_size 30 is not divisible by patch_size 7"),
     ],
 )
 def test_a_run_that_cannot_start_says_why_in_one_line(tmp_path, capsys, argv, message):
